@@ -1,0 +1,29 @@
+#!/bin/sh
+# deps.sh - install the Debian packages tandem's build, tests and benchmarks
+# need.  As root it installs what is missing; otherwise it prints the exact
+# apt-get line and exits non-zero.  Prints nothing when all are present.
+set -eu
+
+PKGS="build-essential clang llvm libclang-rt-14-dev pkg-config
+libevent-dev libssl-dev liblz4-dev libxxhash-dev libcmocka-dev
+iperf3 hyperfine"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps.sh: missing Debian packages:$missing" >&2
+	echo "deps.sh: run as root:  apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y --no-install-recommends $missing; then
+	apt-get update
+	apt-get install -y --no-install-recommends $missing
+fi

@@ -2,7 +2,6 @@
  * log.c - stderr logger.  One write(2) per line, so lines from several
  * threads never interleave.
  */
-#define _GNU_SOURCE
 #include "log.h"
 
 #include <stdarg.h>

@@ -57,6 +57,11 @@ const char *hv_backend_name(const struct hv_domain *dom)
 	return dom->ops->name;
 }
 
+const struct hv_config *hv_domain_config(const struct hv_domain *dom)
+{
+	return dom->ops->config(dom);
+}
+
 int hv_pause(struct hv_domain *dom, struct hv_pause_info *info)
 {
 	struct hv_pause_info scratch;

@@ -120,6 +120,8 @@ int hv_domain_build(const struct hv_config *cfg, struct hv_domain **out);
 int hv_domain_create(const struct hv_config *cfg, struct hv_domain **out);
 void hv_domain_free(struct hv_domain *dom);
 const char *hv_backend_name(const struct hv_domain *dom);
+/* The configuration the domain runs with, defaults filled in. */
+const struct hv_config *hv_domain_config(const struct hv_domain *dom);
 
 int hv_pause(struct hv_domain *dom, struct hv_pause_info *info);
 int hv_unpause(struct hv_domain *dom);

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential clang llvm libclang-rt-14-dev pkg-config
-libevent-dev libssl-dev liblz4-dev libxxhash-dev libcmocka-dev
+libevent-dev libssl-dev liblz4-dev libxxhash-dev libcmocka-dev libjson-c-dev
 iperf3 hyperfine"
 
 missing=""

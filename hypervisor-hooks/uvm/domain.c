@@ -213,6 +213,11 @@ static void uvm_free(struct hv_domain *hd)
 	free(dom);
 }
 
+static const struct hv_config *uvm_get_config(const struct hv_domain *hd)
+{
+	return &((const struct uvm_domain *)hd)->cfg;
+}
+
 static int uvm_pause(struct hv_domain *hd, struct hv_pause_info *info)
 {
 	return uvm_pause_all(uvm_dom(hd), info);
@@ -439,6 +444,7 @@ const struct hv_ops hv_uvm_ops = {
 	.name = "uvm",
 	.create = uvm_create,
 	.free = uvm_free,
+	.config = uvm_get_config,
 	.pause = uvm_pause,
 	.unpause = uvm_unpause,
 	.is_paused = uvm_is_paused,

@@ -24,9 +24,10 @@
  * Notification: a consumer that is about to sleep writes *_event = cons + 1
  * (UVM_RING_FINAL_CHECK_FOR_*); a producer that publishes the range
  * (old, new] notifies when that range contains *_event
- * (UVM_RING_PUSH_*_AND_CHECK_NOTIFY).  The full fences between "publish
- * index" and "read event" (and between "write event" and "re-read index")
- * make a lost wake-up impossible.
+ * (UVM_RING_PUSH_*_AND_CHECK_NOTIFY).  Both "publish index, then read
+ * event" and "write event, then re-read index" are sequentially
+ * consistent store/load pairs, so at least one side sees the other's
+ * write and a wake-up cannot be lost.
  *
  * Shared indices are accessed with __atomic builtins (acquire when reading
  * the other side's producer index, release when publishing ours), so the
@@ -45,17 +46,23 @@ typedef uint32_t uvm_ring_idx_t;
 
 #define UVM_RING_HEADER_SIZE 64
 
-/* Barriers. */
-#define UVM_RING_MB()  __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#define UVM_RING_WMB() __atomic_thread_fence(__ATOMIC_RELEASE)
-#define UVM_RING_RMB() __atomic_thread_fence(__ATOMIC_ACQUIRE)
-
-/* Shared index accessors. */
+/*
+ * Shared index accessors.  The notify handshake needs store->load ordering
+ * on both sides (publish index, then read the peer's event; or publish
+ * event, then re-read the peer's index); it uses sequentially consistent
+ * accesses for exactly those steps rather than standalone fences, which
+ * keeps the macros usable under ThreadSanitizer.
+ */
 #define UVM_RING_LOAD(p)          __atomic_load_n((p), __ATOMIC_RELAXED)
 #define UVM_RING_LOAD_ACQUIRE(p)  __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define UVM_RING_LOAD_SC(p)       __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define UVM_RING_STORE(p, v)      __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define UVM_RING_STORE_RELEASE(p, v) \
 	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define UVM_RING_STORE_SC(p, v)   __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+/* Full barrier, for callers that need one around ring accesses. */
+#define UVM_RING_MB()  __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
 /* Largest power of two <= n (0 for 0). */
 static inline uint32_t uvm_ring_rounddown_pow2(uint64_t n)
@@ -123,7 +130,6 @@ struct name##_back_ring {						\
 		for (uvm_ring_i_ = 0; uvm_ring_i_ < sizeof((s)->pad);	\
 		     uvm_ring_i_++)					\
 			(s)->pad[uvm_ring_i_] = 0;			\
-		UVM_RING_WMB();						\
 	} while (0)
 
 /* Attach a fresh front end to an initialised shared ring of `bytes`. */
@@ -169,20 +175,23 @@ struct name##_back_ring {						\
 #define UVM_RING_FULL(r) (UVM_RING_FREE_REQUESTS(r) == 0)
 
 /* Responses published by the back end and not yet consumed (front). */
+#define UVM_RING_UNCONSUMED_RESPONSES_(r, load)				\
+	((uvm_ring_idx_t)(load(&(r)->sring->rsp_prod) - (r)->rsp_cons))
 #define UVM_RING_UNCONSUMED_RESPONSES(r)				\
-	((uvm_ring_idx_t)(UVM_RING_LOAD_ACQUIRE(&(r)->sring->rsp_prod) - \
-			  (r)->rsp_cons))
+	UVM_RING_UNCONSUMED_RESPONSES_(r, UVM_RING_LOAD_ACQUIRE)
 
 /*
  * Requests published by the front end and not yet consumed (back),
  * bounded by the free response slots so a misbehaving front end cannot
  * make the back end overrun its own responses.
  */
-#define UVM_RING_UNCONSUMED_REQUESTS(r)					\
-	uvm_ring_min((uvm_ring_idx_t)(UVM_RING_LOAD_ACQUIRE(		\
-				&(r)->sring->req_prod) - (r)->req_cons), \
+#define UVM_RING_UNCONSUMED_REQUESTS_(r, load)				\
+	uvm_ring_min((uvm_ring_idx_t)(load(&(r)->sring->req_prod) -	\
+				      (r)->req_cons),			\
 		     (uvm_ring_idx_t)(UVM_RING_SIZE(r) -			\
 				      ((r)->req_cons - (r)->rsp_prod_pvt)))
+#define UVM_RING_UNCONSUMED_REQUESTS(r)					\
+	UVM_RING_UNCONSUMED_REQUESTS_(r, UVM_RING_LOAD_ACQUIRE)
 
 /* Xen spellings. */
 #define UVM_RING_HAS_UNCONSUMED_RESPONSES(r) UVM_RING_UNCONSUMED_RESPONSES(r)
@@ -236,11 +245,9 @@ struct name##_back_ring {						\
 		uvm_ring_idx_t uvm_ring_old_ =				\
 			UVM_RING_LOAD(&(r)->sring->req_prod);		\
 		uvm_ring_idx_t uvm_ring_new_ = (r)->req_prod_pvt;	\
-		UVM_RING_STORE_RELEASE(&(r)->sring->req_prod,		\
-				       uvm_ring_new_);			\
-		UVM_RING_MB();						\
+		UVM_RING_STORE_SC(&(r)->sring->req_prod, uvm_ring_new_); \
 		(notify) = (uvm_ring_idx_t)(uvm_ring_new_ -		\
-			UVM_RING_LOAD(&(r)->sring->req_event)) <	\
+			UVM_RING_LOAD_SC(&(r)->sring->req_event)) <	\
 			(uvm_ring_idx_t)(uvm_ring_new_ - uvm_ring_old_); \
 	} while (0)
 
@@ -249,11 +256,9 @@ struct name##_back_ring {						\
 		uvm_ring_idx_t uvm_ring_old_ =				\
 			UVM_RING_LOAD(&(r)->sring->rsp_prod);		\
 		uvm_ring_idx_t uvm_ring_new_ = (r)->rsp_prod_pvt;	\
-		UVM_RING_STORE_RELEASE(&(r)->sring->rsp_prod,		\
-				       uvm_ring_new_);			\
-		UVM_RING_MB();						\
+		UVM_RING_STORE_SC(&(r)->sring->rsp_prod, uvm_ring_new_); \
 		(notify) = (uvm_ring_idx_t)(uvm_ring_new_ -		\
-			UVM_RING_LOAD(&(r)->sring->rsp_event)) <	\
+			UVM_RING_LOAD_SC(&(r)->sring->rsp_event)) <	\
 			(uvm_ring_idx_t)(uvm_ring_new_ - uvm_ring_old_); \
 	} while (0)
 
@@ -267,10 +272,9 @@ struct name##_back_ring {						\
 		(work) = UVM_RING_UNCONSUMED_REQUESTS(r);		\
 		if (work)						\
 			break;						\
-		UVM_RING_STORE(&(r)->sring->req_event,			\
-			       (uvm_ring_idx_t)((r)->req_cons + 1));	\
-		UVM_RING_MB();						\
-		(work) = UVM_RING_UNCONSUMED_REQUESTS(r);		\
+		UVM_RING_STORE_SC(&(r)->sring->req_event,		\
+				  (uvm_ring_idx_t)((r)->req_cons + 1));	\
+		(work) = UVM_RING_UNCONSUMED_REQUESTS_(r, UVM_RING_LOAD_SC); \
 	} while (0)
 
 /* Front end, before sleeping: the same for responses. */
@@ -279,10 +283,9 @@ struct name##_back_ring {						\
 		(work) = UVM_RING_UNCONSUMED_RESPONSES(r);		\
 		if (work)						\
 			break;						\
-		UVM_RING_STORE(&(r)->sring->rsp_event,			\
-			       (uvm_ring_idx_t)((r)->rsp_cons + 1));	\
-		UVM_RING_MB();						\
-		(work) = UVM_RING_UNCONSUMED_RESPONSES(r);		\
+		UVM_RING_STORE_SC(&(r)->sring->rsp_event,		\
+				  (uvm_ring_idx_t)((r)->rsp_cons + 1));	\
+		(work) = UVM_RING_UNCONSUMED_RESPONSES_(r, UVM_RING_LOAD_SC); \
 	} while (0)
 
 #endif

@@ -1,0 +1,142 @@
+# tandem - top-level build.
+#
+#   make            build tandem, the guests, tests and benchmarks
+#   make demo       install missing packages (as root), build, run the demo
+#   make test       the same, then every test, then again under ASan+UBSan
+#   make asan       build the sanitizer variant into build/asan
+#   make bench      run the benchmarks (figures go to benchmarks/RESULTS.md by hand)
+#   make clean
+#
+# Objects of the normal build go to build/, the sanitizer build to
+# build/asan/.  Guests are freestanding and built once, into build/guests/.
+
+CC        ?= gcc
+CLANG     ?= clang
+BUILD     ?= build
+SAN       ?=
+WARN      := -std=c11 -Wall -Wextra -Werror
+INCLUDES  := -Icommon -Ihypervisor-hooks -Ihypervisor-hooks/uvm \
+             -Ihypervisor-hooks/uvm/abi -Ihypervisor-hooks/uvm/guest \
+             -Itransport -Ireplicator -Ifailover-daemon
+ifeq ($(BUILD),build/asan)
+SAN       := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+             -fno-omit-frame-pointer
+endif
+CFLAGS    := $(WARN) -D_GNU_SOURCE -g -O2 -pthread $(INCLUDES) $(SAN)
+LDLIBS    := -ljson-c -lxxhash -lpthread
+
+LIB_SRCS  := common/log.c \
+             hypervisor-hooks/hv.c \
+             hypervisor-hooks/uvm/arena.c \
+             hypervisor-hooks/uvm/console.c \
+             hypervisor-hooks/uvm/dirty.c \
+             hypervisor-hooks/uvm/domain.c \
+             hypervisor-hooks/uvm/elf.c \
+             hypervisor-hooks/uvm/vcpu.c \
+             hypervisor-hooks/uvm/xsave.c \
+             hypervisor-hooks/uvm/guest/pagetest_check.c \
+             transport/wire.c \
+             replicator/snapshot.c
+CLI_SRCS  := failover-daemon/tandem.c failover-daemon/vmctl.c
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB       := $(BUILD)/libtandem.a
+TANDEM    := $(BUILD)/tandem
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRCS:= $(wildcard benchmarks/bench_*.c)
+BENCH_BINS:= $(BENCH_SRCS:benchmarks/%.c=$(BUILD)/bench/%)
+
+# ---- guests (freestanding, linked at the guest base) ----------------------
+GUEST_DIR := hypervisor-hooks/uvm/guest
+GUEST_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -ffreestanding \
+             -fno-builtin -nostdlib -fpie -fno-plt -fno-stack-protector \
+             -fcf-protection=none -fno-asynchronous-unwind-tables \
+             -fno-unwind-tables -Ihypervisor-hooks/uvm/abi -I$(GUEST_DIR)/sdk
+GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,$(GUEST_DIR)/sdk/guest.ld \
+             -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,max-page-size=4096
+SDK_SRCS  := $(wildcard $(GUEST_DIR)/sdk/*.c) $(GUEST_DIR)/sdk/crt0.S
+SDK_OBJS  := $(patsubst $(GUEST_DIR)/sdk/%,build/guests/sdk/%.o,$(SDK_SRCS))
+GUESTS    := pagetest memstress vecguest
+GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
+
+.PHONY: all deps demo test test-unit test-integration asan fuzz bench clean
+.SECONDARY:
+
+all: $(TANDEM) $(GUEST_ELFS) $(UNIT_BINS) $(BENCH_BINS)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(TANDEM): $(CLI_OBJS) $(LIB)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: benchmarks/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+
+build/guests/sdk/%.c.o: $(GUEST_DIR)/sdk/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) -MMD -MP -c $< -o $@
+
+build/guests/sdk/%.S.o: $(GUEST_DIR)/sdk/%.S
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) -c $< -o $@
+
+build/guests/%.elf: $(GUEST_DIR)/%.c $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) $(SDK_OBJS) $< -o $@
+
+# ---- sanitizer build --------------------------------------------------------
+asan:
+	$(MAKE) BUILD=build/asan build/asan/tandem $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) $(GUEST_ELFS)
+
+# ---- fuzzing (clang libFuzzer) ------------------------------------------------
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 20
+
+build/fuzz/%: tests/fuzz/%.c transport/wire.c common/log.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@ -lxxhash
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do \
+		name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+		work=$$(mktemp -d); cp $$corpus/* $$work/ 2>/dev/null; \
+		echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $$work \
+			>$$work.log 2>&1 || { tail -30 $$work.log; rm -rf $$work $$work.log; exit 1; }; \
+		rm -rf $$work $$work.log; \
+	done
+
+# ---- top-level jobs -------------------------------------------------------------
+demo: deps all
+	scripts/demo.sh $(TANDEM)
+
+test: deps all
+	$(MAKE) asan
+	$(MAKE) fuzz
+	tests/run.sh
+
+bench: all
+	benchmarks/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,37 @@
+/*
+ * tandem.c - entry point of the `tandem` command.
+ */
+#include "failover.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void tandem_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: tandem vm run IMAGE [options]     run a guest image\n"
+		"       tandem vm restore FILE [options]  resume a saved guest\n"
+		"       tandem vm save --control SOCK FILE [--stop]\n"
+		"       tandem vm status|pause|unpause --control SOCK\n"
+		"       tandem vm check FILE              inspect a snapshot, check I4\n"
+		"run/restore options: --mem SIZE --vcpus N --cmdline STR\n"
+		"       --control SOCK --dirty auto|uffd-wp|mprotect\n"
+		"       --pause-bound USEC --console FILE|- --log LEVEL\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "vm") == 0)
+		return vmctl_main(argc - 1, argv + 1);
+	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 ||
+			  strcmp(argv[1], "--help") == 0 ||
+			  strcmp(argv[1], "help") == 0)) {
+		tandem_usage(stdout);
+		return 0;
+	}
+	if (argc >= 2)
+		fprintf(stderr, "tandem: unknown command \"%s\"\n", argv[1]);
+	tandem_usage(stderr);
+	return 2;
+}

@@ -428,22 +428,23 @@ static void dirty_sigsegv(int sig, siginfo_t *si, void *uc)
 	signal(sig, SIG_DFL);
 }
 
+/* (Re)install when SIGSEGV is not ours, e.g. after a library or a test
+ * framework replaced it; what was there becomes the chained handler. */
 void uvm_dirty_install_handler(void (*next)(int, siginfo_t *, void *))
 {
 	static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
-	static bool installed;
-	struct sigaction sa;
+	struct sigaction sa, cur;
 
 	pthread_mutex_lock(&once);
 	if (next != NULL)
 		dirty_next_handler = next;
-	if (!installed) {
+	sigaction(SIGSEGV, NULL, &cur);
+	if (!(cur.sa_flags & SA_SIGINFO) || cur.sa_sigaction != dirty_sigsegv) {
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_sigaction = dirty_sigsegv;
 		sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART;
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGSEGV, &sa, &dirty_old_segv);
-		installed = true;
 	}
 	pthread_mutex_unlock(&once);
 }

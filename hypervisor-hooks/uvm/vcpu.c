@@ -194,6 +194,8 @@ void uvm_stop_all(struct uvm_domain *dom, enum hv_shutdown_reason reason,
 			 "%s", detail);
 		if (reason == HV_SHUTDOWN_CRASH)
 			log_error("uvm: %s", detail);
+		else if (reason == HV_SHUTDOWN_DESTROYED)
+			log_debug("uvm: %s", detail);
 		else
 			log_info("uvm: %s", detail);
 	}
@@ -415,19 +417,28 @@ static void uvm_on_signal(int sig, siginfo_t *si, void *ucv)
 		uvm_leave(v, uc);
 }
 
+/* (Re)install our handlers where someone else's stand (a library or a test
+ * framework may replace them); theirs become the chained ones. */
 static void uvm_install_handlers(void)
 {
 	static const int sigs[] = { SIGILL, SIGBUS, SIGFPE, SIGTRAP,
 				    UVM_SIG_KICK };
-	struct sigaction sa;
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	struct sigaction sa, cur;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = uvm_on_signal;
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	sigaddset(&sa.sa_mask, UVM_SIG_KICK);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		sigaction(sigs[i], NULL, &cur);
+		if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == uvm_on_signal)
+			continue;
 		sigaction(sigs[i], &sa, &uvm_old_actions[sigs[i]]);
+	}
+	pthread_mutex_unlock(&lock);
 	uvm_dirty_install_handler(uvm_on_signal);
 }
 
@@ -478,10 +489,9 @@ static void *uvm_vcpu_thread(void *arg)
 
 int uvm_vcpu_start(struct uvm_vcpu *v)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	int rc;
 
-	pthread_once(&once, uvm_install_handlers);
+	uvm_install_handlers();
 	v->altstack_size = UVM_ALTSTACK_SIZE;
 	v->altstack = mmap(NULL, v->altstack_size, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);

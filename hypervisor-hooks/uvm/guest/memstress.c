@@ -28,7 +28,7 @@
 
 #define MS_SLICE_NS     1000000ULL
 #define MS_RESYNC_NS    100000000ULL
-#define MS_BATCH        64
+#define MS_BATCH        1024
 
 struct ms_state {
 	uint8_t *region;

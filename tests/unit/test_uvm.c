@@ -1,0 +1,427 @@
+/*
+ * test_uvm.c - the uvm backend with real guests.
+ *
+ *  - image validation: missing file, not ELF, dynamic ELF, segment outside
+ *    guest memory, entry outside any segment, truncated headers;
+ *  - configuration: memory size, vCPU count, command line length;
+ *  - pause at a hypercall boundary and by preemption, with pagetest's I4
+ *    checked at every pause and its pass counter rising;
+ *  - two vCPUs pause together;
+ *  - vector state: vecguest keeps patterns in xmm/ymm(/zmm) registers
+ *    across many pauses and vCPU state round trips, and across a snapshot
+ *    restored into a new domain; it counts mismatches itself;
+ *  - bad vCPU state is refused and nothing is applied;
+ *  - a 4 GiB guest.
+ *
+ * Guests come from build/guests (TANDEM_GUESTS overrides).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "pagetest_check.h"
+#include "replicator.h"
+#include "uvm_abi.h"
+
+static char guest_dir[256] = "build/guests";
+/* The domain a test has open, freed by the teardown if the test failed. */
+static struct hv_domain *live;
+
+static void done(struct hv_domain *dom)
+{
+	done(dom);
+	live = NULL;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	done(live);
+	return 0;
+}
+
+static const char *guest(const char *name)
+{
+	static char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s.elf", guest_dir, name);
+	return path;
+}
+
+static struct hv_domain *build(const char *name, uint64_t mem, unsigned vcpus,
+			       const char *cmdline)
+{
+	struct hv_config cfg = { .image = guest(name), .mem_bytes = mem,
+				 .nr_vcpus = vcpus, .cmdline = cmdline,
+				 .console_fd = -1 };
+	struct hv_domain *dom = NULL;
+
+	assert_int_equal(hv_domain_build(&cfg, &dom), 0);
+	live = dom;
+	return dom;
+}
+
+static volatile const struct uvm_start_info *start_info(struct hv_domain *dom)
+{
+	void *p = NULL;
+
+	assert_int_equal(hv_map(dom, UVM_START_INFO_PFN, 1, false, &p), 0);
+	return p;
+}
+
+static uint64_t report(struct hv_domain *dom, int word)
+{
+	return start_info(dom)->report[word];
+}
+
+/* Let the guest run until report[word] reaches at least `min`. */
+static void run_until(struct hv_domain *dom, int word, uint64_t min)
+{
+	for (int i = 0; i < 2000 && report(dom, word) < min; i++)
+		usleep(5000);
+	assert_true(report(dom, word) >= min);
+}
+
+static const uint8_t *page_at(void *ctx, uint64_t pfn)
+{
+	void *p = NULL;
+
+	return hv_map(ctx, pfn, 1, false, &p) == 0 ? p : NULL;
+}
+
+static void check_i4(struct hv_domain *dom)
+{
+	struct pagetest_result res;
+	int rc = pagetest_check(page_at, dom, report(dom, UVM_REPORT_REGION_PFN),
+				report(dom, UVM_REPORT_REGION_PAGES), &res);
+
+	if (rc != 0)
+		fail_msg("I4: %s", res.msg);
+	assert_int_equal(pagetest_check_passes(&res, report(dom, UVM_REPORT_PASSES)), 0);
+}
+
+/* ---- images and configuration --------------------------------------------- */
+
+static char *copy_file(const char *src, size_t keep)
+{
+	static char path[] = "/tmp/tandem-test-XXXXXX";
+	char *dst = strdup(path);
+	FILE *in = fopen(src, "rb");
+	int fd = mkstemp(dst);
+	char buf[65536];
+	size_t n, total = 0;
+
+	assert_non_null(in);
+	assert_true(fd >= 0);
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0 && total < keep) {
+		if (n > keep - total)
+			n = keep - total;
+		assert_int_equal(write(fd, buf, n), (ssize_t)n);
+		total += n;
+	}
+	fclose(in);
+	close(fd);
+	return dst;
+}
+
+static void patch_u64(const char *path, off_t off, uint64_t v)
+{
+	int fd = open(path, O_WRONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &v, 8, off), 8);
+	close(fd);
+}
+
+static int try_build(const char *image, uint64_t mem, unsigned vcpus,
+		     const char *cmdline)
+{
+	struct hv_config cfg = { .image = image, .mem_bytes = mem,
+				 .nr_vcpus = vcpus, .cmdline = cmdline,
+				 .console_fd = -1 };
+	struct hv_domain *dom = NULL;
+	int rc = hv_domain_build(&cfg, &dom);
+
+	assert_null(dom == NULL ? NULL : dom);
+	return rc;
+}
+
+static void test_bad_images(void **state)
+{
+	char *garbage = copy_file("/etc/hostname", 64);
+	char *trunc = copy_file(guest("pagetest"), 100);
+	char *badseg = copy_file(guest("pagetest"), SIZE_MAX);
+	char *badentry = copy_file(guest("pagetest"), SIZE_MAX);
+
+	(void)state;
+	/* e_phoff is at 32; the first phdr's p_vaddr at e_phoff + 16. */
+	patch_u64(badseg, 64 + 16, 0x1000);
+	patch_u64(badentry, 24, UVM_GUEST_BASE + 0x10);
+	assert_int_equal(try_build("/nonexistent/guest.elf", 0, 1, NULL), -ENOENT);
+	assert_int_equal(try_build(garbage, 0, 1, NULL), -ENOEXEC);
+	assert_int_equal(try_build("/bin/true", 0, 1, NULL), -ENOEXEC);
+	assert_int_equal(try_build(trunc, 0, 1, NULL), -ENOEXEC);
+	assert_int_equal(try_build(badseg, 0, 1, NULL), -ENOEXEC);
+	assert_int_equal(try_build(badentry, 0, 1, NULL), -ENOEXEC);
+	unlink(garbage);
+	unlink(trunc);
+	unlink(badseg);
+	unlink(badentry);
+	free(garbage);
+	free(trunc);
+	free(badseg);
+	free(badentry);
+}
+
+static void test_bad_config(void **state)
+{
+	char longline[UVM_CMDLINE_MAX + 10];
+
+	(void)state;
+	memset(longline, 'x', sizeof(longline) - 1);
+	longline[sizeof(longline) - 1] = '\0';
+	assert_int_equal(try_build(guest("pagetest"), 1 << 20, 1, NULL), -EINVAL);
+	assert_int_equal(try_build(guest("pagetest"), (64 << 20) + 100, 1, NULL),
+			 -EINVAL);
+	assert_int_equal(try_build(guest("pagetest"), 0, 9, NULL), -EINVAL);
+	assert_int_equal(try_build(guest("pagetest"), 0, 1, longline), -EINVAL);
+}
+
+/* ---- pausing ----------------------------------------------------------------- */
+
+static void pause_cycles(const char *cmdline, unsigned expect_boundary,
+			 unsigned expect_preempted)
+{
+	struct hv_domain *dom = build("pagetest", 64 << 20, 1, cmdline);
+	struct hv_pause_info pi;
+	uint64_t last = 0;
+
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, 1);
+	for (int i = 0; i < 20; i++) {
+		usleep(3000);
+		assert_int_equal(hv_pause(dom, &pi), 0);
+		assert_true(hv_is_paused(dom));
+		assert_int_equal(pi.nr_vcpus, 1);
+		assert_int_equal(pi.at_boundary, expect_boundary);
+		assert_int_equal(pi.preempted, expect_preempted);
+		check_i4(dom);
+		assert_true(report(dom, UVM_REPORT_PASSES) >= last);
+		last = report(dom, UVM_REPORT_PASSES);
+		assert_int_equal(hv_unpause(dom), 0);
+	}
+	run_until(dom, UVM_REPORT_PASSES, last + 1);
+	done(dom);
+}
+
+static void test_pause_at_boundary(void **state)
+{
+	(void)state;
+	pause_cycles("pages=1024 yield=16", 1, 0);
+}
+
+static void test_pause_preempted(void **state)
+{
+	(void)state;
+	pause_cycles("pages=1024 yield=0 print=0", 0, 1);
+}
+
+static void test_two_vcpus(void **state)
+{
+	struct hv_domain *dom = build("pagetest", 64 << 20, 2, "pages=512 yield=0 print=0");
+	struct hv_pause_info pi;
+
+	(void)state;
+	assert_int_equal(hv_nr_vcpus(dom), 2);
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, 2);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(hv_pause(dom, &pi), 0);
+		assert_int_equal(pi.nr_vcpus, 2);
+		assert_int_equal(pi.at_boundary + pi.preempted, 2);
+		check_i4(dom);
+		assert_int_equal(hv_unpause(dom), 0);
+		usleep(2000);
+	}
+	done(dom);
+}
+
+/* ---- vector state -------------------------------------------------------------- */
+
+static void test_vector_round_trips(void **state)
+{
+	struct hv_domain *dom = build("vecguest", 64 << 20, 1, "spin=20000");
+	struct hv_vcpu_state *st = malloc(sizeof(*st));
+	uint64_t checks;
+
+	(void)state;
+	assert_non_null(st);
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_CHECKS, 1);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(hv_pause(dom, NULL), 0);
+		assert_int_equal(hv_vcpu_save(dom, 0, st), 0);
+		assert_true(st->xsave_len >= 512);
+		assert_int_equal(hv_vcpu_load(dom, 0, st), 0);
+		assert_int_equal(hv_unpause(dom), 0);
+		usleep(500);
+	}
+	checks = report(dom, UVM_REPORT_CHECKS);
+	run_until(dom, UVM_REPORT_CHECKS, checks + 5);
+	assert_int_equal(report(dom, UVM_REPORT_ERRORS), 0);
+	printf("note: vecguest: %lu checks, XSAVE area %u bytes, features 0x%lx\n",
+	       (unsigned long)report(dom, UVM_REPORT_CHECKS), st->xsave_len,
+	       (unsigned long)st->xfeatures);
+	free(st);
+	done(dom);
+}
+
+static int snapshot_to_memfd(struct hv_domain *dom)
+{
+	struct rep_snapshot_stats st;
+	int fd = memfd_create("snap", 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(hv_pause(dom, NULL), 0);
+	assert_int_equal(rep_snapshot_save(dom, fd, NULL, NULL, &st), 0);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	return fd;
+}
+
+static struct hv_domain *restore_memfd(int fd)
+{
+	struct hv_config cfg = { .console_fd = -1 };
+	struct rep_snapshot_stats st;
+	struct hv_domain *dom = NULL;
+	char err[256];
+
+	if (rep_snapshot_restore(fd, "memfd", &cfg, NULL, NULL, &dom, &st, err,
+				 sizeof(err)) != 0)
+		fail_msg("restore: %s", err);
+	live = dom;
+	return dom;
+}
+
+static void test_vector_across_restore(void **state)
+{
+	struct hv_domain *dom = build("vecguest", 64 << 20, 1, "spin=20000");
+	uint64_t checks;
+	int fd;
+
+	(void)state;
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_CHECKS, 3);
+	fd = snapshot_to_memfd(dom);
+	checks = report(dom, UVM_REPORT_CHECKS);
+	done(dom);
+	dom = restore_memfd(fd);
+	close(fd);
+	assert_int_equal(report(dom, UVM_REPORT_CHECKS), checks);
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_CHECKS, checks + 5);
+	assert_int_equal(report(dom, UVM_REPORT_ERRORS), 0);
+	done(dom);
+}
+
+static void test_bad_vcpu_state(void **state)
+{
+	struct hv_domain *dom = build("pagetest", 64 << 20, 1, "pages=256 yield=8");
+	struct hv_vcpu_state *good = malloc(sizeof(*good));
+	struct hv_vcpu_state *bad = malloc(sizeof(*bad));
+
+	(void)state;
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, 1);
+	assert_int_equal(hv_pause(dom, NULL), 0);
+	assert_int_equal(hv_vcpu_save(dom, 0, good), 0);
+	*bad = *good;
+	bad->rip = 0x1000;
+	assert_int_equal(hv_vcpu_load(dom, 0, bad), -EINVAL);
+	*bad = *good;
+	bad->gpr[HV_RSP] = 0x7fff0000;
+	assert_int_equal(hv_vcpu_load(dom, 0, bad), -EINVAL);
+	*bad = *good;
+	bad->rflags |= 1ULL << 17; /* VM86 */
+	assert_int_equal(hv_vcpu_load(dom, 0, bad), -EINVAL);
+	*bad = *good;
+	bad->xsave[512 + 8] = 1; /* compacted-format bit in the header */
+	assert_int_not_equal(hv_vcpu_load(dom, 0, bad), 0);
+	*bad = *good;
+	bad->xsave_len = HV_XSAVE_MAX;
+	assert_int_not_equal(hv_vcpu_load(dom, 0, bad), 0);
+	*bad = *good;
+	bad->xfeatures |= 1ULL << 62;
+	assert_int_not_equal(hv_vcpu_load(dom, 0, bad), 0);
+	assert_int_equal(hv_vcpu_load(dom, 5, good), -ENOENT);
+	/* Nothing was applied: the guest carries on as before. */
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, report(dom, UVM_REPORT_PASSES) + 2);
+	assert_int_equal(hv_pause(dom, NULL), 0);
+	check_i4(dom);
+	free(good);
+	free(bad);
+	done(dom);
+}
+
+static void test_state_needs_pause(void **state)
+{
+	struct hv_domain *dom = build("pagetest", 64 << 20, 1, "pages=64 yield=8");
+	struct hv_vcpu_state *st = malloc(sizeof(*st));
+
+	(void)state;
+	assert_int_equal(hv_unpause(dom), 0);
+	assert_int_equal(hv_vcpu_save(dom, 0, st), -EBUSY);
+	free(st);
+	done(dom);
+}
+
+static void test_4gib_guest(void **state)
+{
+	struct hv_domain *dom = build("pagetest", 4ULL << 30, 1, "pages=2048 yield=64");
+	int fd;
+
+	(void)state;
+	assert_int_equal(hv_nr_pages(dom), (4ULL << 30) / 4096);
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, 2);
+	fd = snapshot_to_memfd(dom);
+	check_i4(dom);
+	done(dom);
+	dom = restore_memfd(fd);
+	close(fd);
+	check_i4(dom);
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, report(dom, UVM_REPORT_PASSES) + 2);
+	done(dom);
+}
+
+int main(void)
+{
+	const char *env = getenv("TANDEM_GUESTS");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_bad_images, teardown),
+		cmocka_unit_test_teardown(test_bad_config, teardown),
+		cmocka_unit_test_teardown(test_pause_at_boundary, teardown),
+		cmocka_unit_test_teardown(test_pause_preempted, teardown),
+		cmocka_unit_test_teardown(test_two_vcpus, teardown),
+		cmocka_unit_test_teardown(test_vector_round_trips, teardown),
+		cmocka_unit_test_teardown(test_vector_across_restore, teardown),
+		cmocka_unit_test_teardown(test_bad_vcpu_state, teardown),
+		cmocka_unit_test_teardown(test_state_needs_pause, teardown),
+		cmocka_unit_test_teardown(test_4gib_guest, teardown),
+	};
+
+	if (env != NULL)
+		snprintf(guest_dir, sizeof(guest_dir), "%s", env);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -39,7 +39,7 @@ static struct hv_domain *live;
 
 static void done(struct hv_domain *dom)
 {
-	done(dom);
+	hv_domain_free(dom);
 	live = NULL;
 }
 

@@ -303,7 +303,7 @@ int uvm_dirty_new(void *base, size_t len, enum hv_dirty_mech want,
 		uvm_dirty_free(d);
 		return rc;
 	}
-	log_info("dirty: tracking %zu MiB with %s", len >> 20,
+	log_debug("dirty: tracking %zu MiB with %s", len >> 20,
 		 hv_dirty_mech_name(d->mech));
 	*out = d;
 	return 0;

@@ -29,7 +29,7 @@
 
 #include <stdint.h>
 
-#define UVM_GUEST_BASE      0x600000000000ULL
+#define UVM_GUEST_BASE      0x500000000000ULL /* clear of ASan's shadow and heap */
 #define UVM_PAGE_SHIFT      12
 #define UVM_PAGE_SIZE       (1ULL << UVM_PAGE_SHIFT)
 #define UVM_IMAGE_OFFSET    0x100000ULL

@@ -5,7 +5,9 @@
  * PUSH_*_AND_CHECK_NOTIFY / FINAL_CHECK_FOR_*, overflow detection, and a
  * two-thread producer/consumer run.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -9,6 +9,7 @@
  *   rate=N     page writes per second; 0 (default) = as fast as possible
  *   seed=N     PRNG seed (default 1)
  *   print=S    print statistics every S seconds (default 10, 0 = never)
+ *   slices=N   power off after N slices (default 0 = run forever)
  *
  * Time is cut into 1 ms slices of guest time (UVM_HC_CLOCK).  With a rate,
  * each slice does its share of writes (the remainder of rate/1000 carried
@@ -112,44 +113,60 @@ static void ms_slice_unlimited(struct ms_state *st, uint64_t end)
 	} while (clock_ns() < end);
 }
 
-static void ms_run(struct ms_state *st, uint64_t print_ns)
+struct ms_stats {
+	uint64_t interval_ns; /* 0: never print */
+	uint64_t next;
+	uint64_t last_ns;
+	uint64_t last_writes;
+};
+
+static void ms_maybe_print(struct ms_state *st, struct ms_stats *ps,
+			   uint64_t now)
+{
+	uint64_t dt = now - ps->last_ns;
+
+	if (ps->interval_ns == 0 || now < ps->next)
+		return;
+	printf("memstress: %llu writes, %llu slices, %llu writes/s\n",
+	       (unsigned long long)st->writes, (unsigned long long)st->slices,
+	       (unsigned long long)(dt ? (st->writes - ps->last_writes) *
+				    1000000000ULL / dt : 0));
+	ps->last_ns = now;
+	ps->last_writes = st->writes;
+	ps->next = now + ps->interval_ns;
+}
+
+/* Paced: this slice's share of `rate`, the remainder carried in *frac. */
+static void ms_slice_paced(struct ms_state *st, uint64_t *frac)
+{
+	uint64_t n = st->rate / 1000;
+
+	*frac += st->rate % 1000;
+	if (*frac >= 1000) {
+		*frac -= 1000;
+		n++;
+	}
+	while (n-- > 0)
+		ms_write_one(st);
+}
+
+static void ms_run(struct ms_state *st, uint64_t print_ns, uint64_t stop)
 {
 	uint64_t start = clock_ns(), slice = 0, frac = 0;
-	uint64_t next_print = start + print_ns, last_writes = st->writes;
-	uint64_t last_print = start;
+	struct ms_stats ps = { print_ns, start + print_ns, start, st->writes };
 
-	for (;;) {
+	while (stop == 0 || st->slices < stop) {
 		uint64_t end = start + ++slice * MS_SLICE_NS, now;
 
-		if (st->rate == 0) {
+		if (st->rate == 0)
 			ms_slice_unlimited(st, end);
-		} else {
-			uint64_t n = st->rate / 1000;
-
-			frac += st->rate % 1000;
-			if (frac >= 1000) {
-				frac -= 1000;
-				n++;
-			}
-			while (n-- > 0)
-				ms_write_one(st);
-		}
+		else
+			ms_slice_paced(st, &frac);
 		st->slices++;
 		report_set(UVM_REPORT_WRITES, st->writes);
 		report_set(UVM_REPORT_PASSES, st->slices);
 		now = clock_ns();
-		if (print_ns != 0 && now >= next_print) {
-			uint64_t dt = now - last_print;
-
-			printf("memstress: %llu writes, %llu slices, %llu writes/s\n",
-			       (unsigned long long)st->writes,
-			       (unsigned long long)st->slices,
-			       (unsigned long long)(dt ? (st->writes - last_writes) *
-						    1000000000ULL / dt : 0));
-			last_print = now;
-			last_writes = st->writes;
-			next_print = now + print_ns;
-		}
+		ms_maybe_print(st, &ps, now);
 		if (now > end + MS_RESYNC_NS) {
 			start = now;
 			slice = 0;
@@ -172,6 +189,6 @@ int main(const struct uvm_start_info *si)
 	       (unsigned long long)virt_to_pfn(st.region),
 	       (unsigned long long)st.hot_pages, (unsigned long long)st.hotw,
 	       (unsigned long long)st.rate);
-	ms_run(&st, print_s * 1000000000ULL);
+	ms_run(&st, print_s * 1000000000ULL, cmdline_u64("slices", 0));
 	return 0;
 }

@@ -9,6 +9,8 @@
  *             makes no hypercall inside a pass, so only preemption can
  *             stop the vCPU there
  *   print=P   print "pagetest: pass N" every P passes (default 100, 0 off)
+ *   passes=N  power off after N passes (default 0 = run forever); the
+ *             exit code is 1 if the guest found a page it did not write
  *
  * Report: KIND = UVM_GUEST_PAGETEST, REGION_PFN, REGION_PAGES, PASSES
  * (completed passes), ERRORS (pages this guest found holding a value it
@@ -98,6 +100,7 @@ int main(const struct uvm_start_info *si)
 {
 	struct pt_state st = { 0 };
 	uint64_t print_every = cmdline_u64("print", 100);
+	uint64_t stop = cmdline_u64("passes", 0);
 
 	(void)si;
 	pt_setup(&st);
@@ -105,7 +108,7 @@ int main(const struct uvm_start_info *si)
 	       (unsigned long long)st.pages,
 	       (unsigned long long)virt_to_pfn((const void *)st.region),
 	       (unsigned long long)st.yield_every);
-	for (;;) {
+	while (stop == 0 || st.passes < stop) {
 		pt_pass(&st);
 		st.passes++;
 		report_set(UVM_REPORT_PASSES, st.passes);
@@ -113,4 +116,5 @@ int main(const struct uvm_start_info *si)
 			printf("pagetest: pass %llu\n",
 			       (unsigned long long)st.passes);
 	}
+	return st.errors != 0;
 }

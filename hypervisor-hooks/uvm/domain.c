@@ -110,6 +110,16 @@ static void uvm_write_platform_pages(struct uvm_domain *dom, uint64_t image_end)
 	memcpy(st->cmdline, dom->cmdline, strlen(dom->cmdline) + 1);
 }
 
+static bool uvm_all_started(const struct uvm_domain *dom)
+{
+	for (unsigned i = 0; i < dom->nr_vcpus; i++)
+		if (dom->vcpus[i].state == UVM_VCPU_NEW)
+			return false;
+	return true;
+}
+
+/* Start every vCPU thread and wait until each has left NEW: parked at its
+ * first entry (or stopped, if it could not set itself up). */
 static int uvm_start_vcpus(struct uvm_domain *dom)
 {
 	int rc = 0;
@@ -120,17 +130,10 @@ static int uvm_start_vcpus(struct uvm_domain *dom)
 		rc = uvm_vcpu_start(&dom->vcpus[i]);
 	}
 	pthread_mutex_lock(&dom->lock);
-	while (rc == 0 && !(dom->vcpus[dom->nr_vcpus - 1].state ==
-				    UVM_VCPU_PARKED &&
-			    dom->vcpus[0].state == UVM_VCPU_PARKED)) {
-		bool all = true;
-
-		for (unsigned i = 0; i < dom->nr_vcpus; i++)
-			all = all && dom->vcpus[i].state == UVM_VCPU_PARKED;
-		if (all)
-			break;
+	while (rc == 0 && !uvm_all_started(dom))
 		pthread_cond_wait(&dom->ctl_cond, &dom->lock);
-	}
+	if (rc == 0 && dom->shutdown.reason != HV_SHUTDOWN_NONE)
+		rc = -EIO;
 	pthread_mutex_unlock(&dom->lock);
 	return rc;
 }

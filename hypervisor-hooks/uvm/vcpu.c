@@ -476,6 +476,11 @@ static void *uvm_vcpu_thread(void *arg)
 	if (sigaltstack(&ss, NULL) != 0) {
 		log_error("uvm: vcpu %u: sigaltstack: %s", v->id, strerror(errno));
 		uvm_stop_all(v->dom, HV_SHUTDOWN_CRASH, 0, "vcpu has no signal stack");
+		pthread_mutex_lock(&v->dom->lock);
+		uvm_vcpu_set_state(v, UVM_VCPU_STOPPED);
+		v->dom->nr_stopped++;
+		pthread_cond_broadcast(&v->dom->ctl_cond);
+		pthread_mutex_unlock(&v->dom->lock);
 		return NULL;
 	}
 	uvm_vcpu_sigmask();

@@ -165,20 +165,25 @@ static void uvm_park(struct uvm_vcpu *v, ucontext_t *uc,
 	pthread_mutex_unlock(&dom->lock);
 }
 
-/* Put the host context of the entry trap back: the thread resumes after
- * its `ud2` in uvm_host_enter once the handler returns. */
-static void uvm_leave(struct uvm_vcpu *v, ucontext_t *uc)
+static void uvm_mark_stopped(struct uvm_vcpu *v)
 {
 	struct uvm_domain *dom = v->dom;
 
-	memcpy(uc->uc_mcontext.gregs, v->host_gregs, sizeof(v->host_gregs));
-	uc->uc_mcontext.gregs[REG_RIP] += 2;
-	memcpy(uc->uc_mcontext.fpregs, v->host_fpstate, v->host_fpstate_len);
 	pthread_mutex_lock(&dom->lock);
 	uvm_vcpu_set_state(v, UVM_VCPU_STOPPED);
 	dom->nr_stopped++;
 	pthread_cond_broadcast(&dom->ctl_cond);
 	pthread_mutex_unlock(&dom->lock);
+}
+
+/* Put the host context of the entry trap back: the thread resumes after
+ * its `ud2` in uvm_host_enter once the handler returns. */
+static void uvm_leave(struct uvm_vcpu *v, ucontext_t *uc)
+{
+	memcpy(uc->uc_mcontext.gregs, v->host_gregs, sizeof(v->host_gregs));
+	uc->uc_mcontext.gregs[REG_RIP] += 2;
+	memcpy(uc->uc_mcontext.fpregs, v->host_fpstate, v->host_fpstate_len);
+	uvm_mark_stopped(v);
 }
 
 void uvm_stop_all(struct uvm_domain *dom, enum hv_shutdown_reason reason,
@@ -476,11 +481,7 @@ static void *uvm_vcpu_thread(void *arg)
 	if (sigaltstack(&ss, NULL) != 0) {
 		log_error("uvm: vcpu %u: sigaltstack: %s", v->id, strerror(errno));
 		uvm_stop_all(v->dom, HV_SHUTDOWN_CRASH, 0, "vcpu has no signal stack");
-		pthread_mutex_lock(&v->dom->lock);
-		uvm_vcpu_set_state(v, UVM_VCPU_STOPPED);
-		v->dom->nr_stopped++;
-		pthread_cond_broadcast(&v->dom->ctl_cond);
-		pthread_mutex_unlock(&v->dom->lock);
+		uvm_mark_stopped(v);
 		return NULL;
 	}
 	uvm_vcpu_sigmask();

@@ -89,7 +89,9 @@ static uint64_t load_be64(const uint8_t *p)
 
 void wire_cursor_init(struct wire_cursor *cur, const void *p, size_t len)
 {
-	cur->p = p;
+	static const uint8_t empty[1];
+
+	cur->p = p ? p : empty; /* never NULL: no arithmetic on NULL */
 	cur->len = p ? len : 0;
 	cur->off = 0;
 	cur->rc = 0;
@@ -737,7 +739,7 @@ int wire_domain_info_decode(const uint8_t *body, size_t len,
 				 out->cmdline_len, WIRE_CMDLINE_MAX);
 	expect_length(&c, (size_t)WIRE_DOMAIN_INFO_FIXED + out->cmdline_len,
 		      "64 + cmdline_len");
-	if (!wire_get_bytes(&c, out->cmdline_len, &cmdline) && cmdline)
+	if (!wire_get_bytes(&c, out->cmdline_len, &cmdline))
 		memcpy(out->cmdline, cmdline, out->cmdline_len);
 	if (!c.rc)
 		domain_info_check(out, &c);
@@ -920,7 +922,7 @@ int wire_vcpu_state_decode(const uint8_t *body, size_t len,
 	wire_get_be64(&c, &out->gs_base);
 	wire_get_be64(&c, &out->xfeatures);
 	wire_get_be64(&c, &out->timer_deadline_ns);
-	if (!wire_get_bytes(&c, out->xsave_len, &xsave) && xsave)
+	if (!wire_get_bytes(&c, out->xsave_len, &xsave))
 		memcpy(out->xsave, xsave, out->xsave_len);
 	return cursor_finish(&c, "VCPU_STATE", err, errlen);
 }

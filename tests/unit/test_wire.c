@@ -1171,7 +1171,7 @@ static void test_stream_header(void **state)
 	wire_buf_fini(&b);
 }
 
-static void test_domain_info_rules(void **state)
+static void test_domain_info_encoder(void **state)
 {
 	struct wire_domain_info di, out;
 	struct wire_buf b;
@@ -1202,9 +1202,18 @@ static void test_domain_info_rules(void **state)
 	fixture_domain(&di);
 	di.cmdline_len = 256;
 	assert_int_equal(wire_domain_info_put(&b, 0, &di, NULL), -EINVAL);
+	wire_buf_fini(&b);
+}
 
-	/* decoder messages quote the bad value */
-	wire_buf_reset(&b);
+/* decoder messages quote the bad value */
+static void test_domain_info_decoder(void **state)
+{
+	struct wire_domain_info di, out;
+	struct wire_buf b;
+	char err[WIRE_ERR_MAX];
+
+	(void)state;
+	wire_buf_init(&b);
 	fixture_domain(&di);
 	assert_int_equal(wire_domain_info_put(&b, 0, &di, NULL), 0);
 	be32_store(b.data + 32, 3);     /* backend */
@@ -1234,20 +1243,15 @@ static void test_domain_info_rules(void **state)
 	wire_buf_fini(&b);
 }
 
-static void test_body_limits(void **state)
+static void test_vcpu_device_limits(void **state)
 {
 	struct wire_vcpu_state *vs = fixture_vcpu();
 	struct wire_device_state ds;
-	struct wire_page_data *pd = malloc(sizeof(*pd));
 	struct wire_buf b;
-	struct wire_end end;
-	struct wire_note note;
 	uint8_t body[WIRE_VCPU_STATE_FIXED] = { 0 };
-	uint64_t pfn[2] = { 4, 4 };
 	char err[WIRE_ERR_MAX];
 
 	(void)state;
-	assert_non_null(pd);
 	wire_buf_init(&b);
 	vs->xsave_len = WIRE_XSAVE_MAX + 1;
 	assert_int_equal(wire_vcpu_state_put(&b, 0, vs, NULL), -EINVAL);
@@ -1264,7 +1268,23 @@ static void test_body_limits(void **state)
 	assert_int_equal(wire_device_state_decode(body, 16, &ds, err,
 						  sizeof(err)), -EBADMSG);
 	assert_non_null(strstr(err, "blob_len 65537 > max 65536"));
+	wire_buf_fini(&b);
+	free(vs);
+}
 
+static void test_page_end_note_limits(void **state)
+{
+	struct wire_page_data *pd = malloc(sizeof(*pd));
+	struct wire_buf b;
+	struct wire_end end;
+	struct wire_note note;
+	uint8_t body[16] = { 0 };
+	uint64_t pfn[2] = { 4, 4 };
+	char err[WIRE_ERR_MAX];
+
+	(void)state;
+	assert_non_null(pd);
+	wire_buf_init(&b);
 	/* the encoder refuses bad page lists too */
 	assert_int_equal(wire_page_data_put_contig(&b, 0, 2, pfn, raw, NULL),
 			 -EINVAL);
@@ -1293,7 +1313,6 @@ static void test_body_limits(void **state)
 			 -E2BIG);
 	wire_buf_fini(&b);
 	free(pd);
-	free(vs);
 }
 
 static void test_type_names(void **state)
@@ -1365,18 +1384,18 @@ static void test_write_all_pipe(void **state)
 
 /* ---- seed corpus for tests/fuzz/fuzz_wire.c ----------------------------- */
 
+/* Every record type once; two pages so mutated pfns can collide. */
 static void build_small(struct wire_buf *b)
 {
-	static uint8_t page[WIRE_PAGE_SIZE];
+	static uint8_t pages[2 * WIRE_PAGE_SIZE];
 	struct wire_vcpu_state *vs = fixture_vcpu();
-	const uint64_t pfn = 3;
+	const uint64_t pfn[2] = { 3, 4 };
 	struct wire_sum sum;
 
-	fill_page(page, pfn);
 	vs->xsave_len = 64;
 	start(b, &sum);
 	put_domain(b, &sum);
-	assert_int_equal(wire_page_data_put_contig(b, 0, 1, &pfn, page, &sum),
+	assert_int_equal(wire_page_data_put_contig(b, 0, 2, pfn, pages, &sum),
 			 0);
 	assert_int_equal(wire_vcpu_state_put(b, 0, vs, &sum), 0);
 	put_device(b, &sum);
@@ -1427,8 +1446,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_record_verify),
 		cmocka_unit_test(test_stream_header),
 		cmocka_unit_test(test_type_names),
-		cmocka_unit_test(test_domain_info_rules),
-		cmocka_unit_test(test_body_limits),
+		cmocka_unit_test(test_domain_info_encoder),
+		cmocka_unit_test(test_domain_info_decoder),
+		cmocka_unit_test(test_vcpu_device_limits),
+		cmocka_unit_test(test_page_end_note_limits),
 		cmocka_unit_test(test_round_trip_mem),
 		cmocka_unit_test(test_round_trip_fd),
 		cmocka_unit_test(test_write_all_pipe),

@@ -58,7 +58,7 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,$(GUEST_DIR)/sdk/guest.ld \
              -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,max-page-size=4096
 SDK_SRCS  := $(wildcard $(GUEST_DIR)/sdk/*.c) $(GUEST_DIR)/sdk/crt0.S
 SDK_OBJS  := $(patsubst $(GUEST_DIR)/sdk/%,build/guests/sdk/%.o,$(SDK_SRCS))
-GUESTS    := pagetest memstress vecguest
+GUESTS    := pagetest memstress vecguest hcbench
 GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
 
 .PHONY: all deps demo test test-unit test-integration asan fuzz bench clean

@@ -581,8 +581,15 @@ static int dirty_close_run(struct uvm_dirty *d, uint64_t first,
 
 	if (off + len > d->len)
 		len = d->len - off;
-	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) != 0)
-		return -errno;
+	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) != 0) {
+		/* Out of mapping slots (splitting an open area): close the
+		 * whole arena, which merges mappings instead.  Units still on
+		 * the ring keep their marks and are reported when consumed. */
+		if (errno != ENOMEM ||
+		    mprotect(d->base, d->len, DIRTY_PROT_CLOSED) != 0)
+			return -errno;
+		atomic_fetch_add(&d->escalations, 1);
+	}
 	if (d->mech == HV_DIRTY_UFFD_WP && shift == DIRTY_REGION_SHIFT)
 		return dirty_scan(d, (uint64_t)(uintptr_t)(d->base + off),
 				  (uint64_t)(uintptr_t)(d->base + off + len),

@@ -3,11 +3,11 @@
  * mechanisms).
  *
  * Exactness argument.  A unit (2 MiB region for uffd-wp, page for mprotect)
- * is in one of two conditions: closed (read-only, touched bit clear, no
- * ring entry) or open (writable, bit set, exactly one ring entry waiting).
+ * is closed (read-only, touched bit clear, no ring entry) or open
+ * (writable, bit set, on the ring or, for uffd-wp, in the open set).
  *
  *   fault:  mprotect(unit, RW); if (test_and_set(bit) was 0) push(unit)
- *   fetch:  for each entry popped: clear(bit); mprotect(unit, RO);
+ *   close:  clear(bit); mprotect(unit, RO);
  *           uffd-wp: PAGEMAP_SCAN(unit) reports and re-protects written pages
  *           mprotect: report every page of the unit
  *
@@ -16,7 +16,9 @@
  * (mprotect) or before the scan (uffd-wp, whose per-page write-protect
  * catches it), so it is reported now.  A write after mprotect(RO) faults,
  * finds the bit clear and pushes the unit again.  A fault that raced the
- * fetch's clear finds the bit clear too and pushes.  Nothing is lost.
+ * fetch's clear finds the bit clear too and pushes.  An open uffd-wp region
+ * is rescanned at every fetch, and its pages stay write-protected between
+ * scans, so a write to it is caught by the next scan.  Nothing is lost.
  *
  * The ring is multi-producer (fault handlers on any thread, async-signal
  * context) and single-consumer (the fetch, serialised by a mutex).
@@ -71,6 +73,7 @@ struct pm_scan_arg {
 #define DIRTY_COARSE (1ULL << 63) /* ring entry names a whole region */
 #define DIRTY_VEC_LEN 512
 #define DIRTY_MAX_TRACKERS 16
+#define DIRTY_IDLE_FETCHES 4 /* clean fetches before a region is closed */
 /* Guest memory holds guest code: closed and open both keep it executable. */
 #define DIRTY_PROT_CLOSED (PROT_READ | PROT_EXEC)
 #define DIRTY_PROT_OPEN (PROT_READ | PROT_WRITE | PROT_EXEC)
@@ -87,6 +90,8 @@ struct uvm_dirty {
 	int pagemap_fd;
 	_Atomic uint64_t *touched;  /* one bit per unit */
 	_Atomic uint64_t *coarse;   /* mprotect mode: one bit per region */
+	uint64_t *open;             /* uffd-wp: regions kept open, rescanned */
+	uint8_t *idle;              /* uffd-wp: fetches since a region's last write */
 	_Atomic uint64_t *ring;
 	uint64_t ring_mask;
 	atomic_uint_fast64_t head;  /* producers */
@@ -251,7 +256,10 @@ static int dirty_alloc(struct uvm_dirty *d)
 	d->touched = calloc((d->nunits + 63) / 64, sizeof(uint64_t));
 	d->coarse = calloc((d->nregions + 63) / 64, sizeof(uint64_t));
 	d->ring = malloc(cap * sizeof(uint64_t));
-	if (d->touched == NULL || d->coarse == NULL || d->ring == NULL)
+	d->open = calloc((d->nregions + 63) / 64, sizeof(uint64_t));
+	d->idle = calloc(d->nregions, 1);
+	if (d->touched == NULL || d->coarse == NULL || d->ring == NULL ||
+	    d->open == NULL || d->idle == NULL)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < cap; i++)
 		atomic_init(&d->ring[i], DIRTY_RING_EMPTY);
@@ -320,6 +328,8 @@ void uvm_dirty_free(struct uvm_dirty *d)
 	free(d->touched);
 	free(d->coarse);
 	free(d->ring);
+	free(d->open);
+	free(d->idle);
 	pthread_mutex_destroy(&d->fetch_lock);
 	free(d);
 }
@@ -473,6 +483,8 @@ static void dirty_reset(struct uvm_dirty *d)
 {
 	memset(d->touched, 0, ((d->nunits + 63) / 64) * sizeof(uint64_t));
 	memset(d->coarse, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
+	memset(d->open, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
+	memset(d->idle, 0, d->nregions);
 	for (uint64_t i = 0; i <= d->ring_mask; i++)
 		atomic_store(&d->ring[i], DIRTY_RING_EMPTY);
 	atomic_store(&d->head, 0);
@@ -536,6 +548,16 @@ static uint64_t dirty_pop(struct uvm_dirty *d, uint64_t pos)
 	return v;
 }
 
+/* Regions holding pages [first, first + count) were written: not idle. */
+static void dirty_mark_active(struct uvm_dirty *d, uint64_t first,
+			      uint64_t count)
+{
+	const unsigned per = DIRTY_REGION_SHIFT - DIRTY_PAGE_SHIFT;
+
+	for (uint64_t r = first >> per; r <= (first + count - 1) >> per; r++)
+		d->idle[r] = 0;
+}
+
 /* Scan [start, end) for written pages, re-protect them, report them. */
 static int dirty_scan(struct uvm_dirty *d, uint64_t start, uint64_t end,
 		      uint64_t *bitmap, uint64_t *pages)
@@ -564,6 +586,7 @@ static int dirty_scan(struct uvm_dirty *d, uint64_t start, uint64_t end,
 
 			dirty_bitmap_set_range(bitmap, first, count);
 			*pages += count;
+			dirty_mark_active(d, first, count);
 		}
 		start = arg.walk_end;
 	}
@@ -626,29 +649,153 @@ static int dirty_consume(struct uvm_dirty *d, uint64_t *run_first,
 	return rc;
 }
 
+/* mprotect mode: every unit on the ring is closed and reported. */
+static int dirty_fetch_ring(struct uvm_dirty *d, uint64_t head,
+			    uint64_t *bitmap, uint64_t *pages)
+{
+	uint64_t run_first = 0, run_len = 0;
+	int rc = 0;
+
+	for (uint64_t pos = d->tail; pos != head && rc == 0; pos++)
+		rc = dirty_consume(d, &run_first, &run_len, dirty_pop(d, pos),
+				   bitmap, pages);
+	if (rc == 0 && run_len > 0)
+		rc = dirty_close_run(d, run_first, run_len, d->unit_shift,
+				     bitmap, pages);
+	if (rc == 0 && atomic_exchange(&d->overflow, false))
+		rc = dirty_close_run(d, 0, d->nregions, DIRTY_REGION_SHIFT,
+				     bitmap, pages);
+	return rc;
+}
+
+static bool dirty_test(const uint64_t *bits, uint64_t i)
+{
+	return (bits[i >> 6] >> (i & 63)) & 1;
+}
+
+/* Apply fn to each maximal run of regions for which pick() holds. */
+static int dirty_for_runs(struct uvm_dirty *d,
+			  bool (*pick)(const struct uvm_dirty *, uint64_t),
+			  int (*fn)(struct uvm_dirty *, uint64_t, uint64_t,
+				    uint64_t *, uint64_t *),
+			  uint64_t *bitmap, uint64_t *pages)
+{
+	uint64_t r = 0;
+	int rc = 0;
+
+	while (r < d->nregions && rc == 0) {
+		uint64_t first;
+
+		if (!pick(d, r)) {
+			r++;
+			continue;
+		}
+		for (first = r; r < d->nregions && pick(d, r); r++)
+			;
+		rc = fn(d, first, r - first, bitmap, pages);
+	}
+	return rc;
+}
+
+static bool dirty_is_open(const struct uvm_dirty *d, uint64_t r)
+{
+	return dirty_test(d->open, r);
+}
+
+static bool dirty_is_cold(const struct uvm_dirty *d, uint64_t r)
+{
+	return dirty_test(d->open, r) && d->idle[r] >= DIRTY_IDLE_FETCHES;
+}
+
+static int dirty_rescan_run(struct uvm_dirty *d, uint64_t first,
+			    uint64_t count, uint64_t *bitmap, uint64_t *pages)
+{
+	uint64_t start = (uint64_t)(uintptr_t)d->base +
+			 (first << DIRTY_REGION_SHIFT);
+	uint64_t end = start + (count << DIRTY_REGION_SHIFT);
+
+	for (uint64_t r = first; r < first + count; r++)
+		if (d->idle[r] < UINT8_MAX)
+			d->idle[r]++;
+	if (end > (uint64_t)(uintptr_t)d->base + d->len)
+		end = (uint64_t)(uintptr_t)d->base + d->len;
+	return dirty_scan(d, start, end, bitmap, pages);
+}
+
+/* Unmark, close, then scan (dirty_close_run): the exact close order. */
+static int dirty_close_cold_run(struct uvm_dirty *d, uint64_t first,
+				uint64_t count, uint64_t *bitmap,
+				uint64_t *pages)
+{
+	for (uint64_t r = first; r < first + count; r++) {
+		dirty_clear(d->touched, r);
+		d->open[r >> 6] &= ~(1ULL << (r & 63));
+	}
+	return dirty_close_run(d, first, count, DIRTY_REGION_SHIFT, bitmap,
+			       pages);
+}
+
+/*
+ * uffd-wp mode.  Closing a region costs a page-table update of all its
+ * entries, which is dear (dearer still under nested paging), while
+ * rescanning an open region whose entries are still write-protected is
+ * cheap.  So regions stay open once written and are rescanned at every
+ * fetch; one that stays clean for DIRTY_IDLE_FETCHES fetches is closed.
+ * The paused part then costs per region of the guest's working set.
+ */
+static int dirty_fetch_regions(struct uvm_dirty *d, uint64_t head,
+			       uint64_t *bitmap, uint64_t *pages)
+{
+	int rc;
+
+	for (uint64_t pos = d->tail; pos != head; pos++) {
+		uint64_t r = dirty_pop(d, pos);
+
+		d->open[r >> 6] |= 1ULL << (r & 63);
+		d->idle[r] = 0;
+	}
+	if (atomic_exchange(&d->overflow, false)) {
+		/* The whole arena was opened: every region is open now. */
+		for (uint64_t r = 0; r < d->nregions; r++) {
+			(void)dirty_test_and_set(d->touched, r);
+			d->open[r >> 6] |= 1ULL << (r & 63);
+		}
+	}
+	rc = dirty_for_runs(d, dirty_is_open, dirty_rescan_run, bitmap, pages);
+	if (rc == 0)
+		rc = dirty_for_runs(d, dirty_is_cold, dirty_close_cold_run,
+				    bitmap, pages);
+	return rc;
+}
+
+static uint64_t dirty_count_open(const struct uvm_dirty *d)
+{
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w < (d->nregions + 63) / 64; w++)
+		n += (uint64_t)__builtin_popcountll(d->open[w]);
+	return n;
+}
+
 int uvm_dirty_fetch(struct uvm_dirty *d, uint64_t *bitmap,
 		    struct hv_dirty_stats *stats)
 {
-	uint64_t t0 = dirty_now_ns(), pages = 0, run_first = 0, run_len = 0;
-	uint64_t head, pos;
-	int rc = 0;
+	uint64_t t0 = dirty_now_ns(), pages = 0, head;
+	int rc;
 
 	memset(stats, 0, sizeof(*stats));
 	if (!atomic_load(&d->enabled))
 		return -EINVAL;
 	pthread_mutex_lock(&d->fetch_lock);
 	head = atomic_load(&d->head);
-	for (pos = d->tail; pos != head && rc == 0; pos++)
-		rc = dirty_consume(d, &run_first, &run_len, dirty_pop(d, pos),
-				   bitmap, &pages);
-	if (rc == 0 && run_len > 0)
-		rc = dirty_close_run(d, run_first, run_len, d->unit_shift,
-				     bitmap, &pages);
-	if (rc == 0 && atomic_exchange(&d->overflow, false))
-		rc = dirty_close_run(d, 0, d->nregions, DIRTY_REGION_SHIFT,
-				     bitmap, &pages);
-	stats->regions = pos - d->tail;
-	d->tail = pos;
+	if (d->mech == HV_DIRTY_UFFD_WP) {
+		rc = dirty_fetch_regions(d, head, bitmap, &pages);
+		stats->regions = dirty_count_open(d);
+	} else {
+		rc = dirty_fetch_ring(d, head, bitmap, &pages);
+		stats->regions = head - d->tail;
+	}
+	d->tail = head;
 	d->fetches++;
 	d->pages_reported += pages;
 	pthread_mutex_unlock(&d->fetch_lock);

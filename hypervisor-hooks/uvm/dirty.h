@@ -6,15 +6,20 @@
  *  uffd-wp   userfaultfd write-protect in async mode: the kernel resolves
  *            write faults itself and PAGEMAP_SCAN reports (and re-protects)
  *            the written pages.  A scan costs per page-table entry, so to
- *            keep a paused fetch proportional to what was written, the
+ *            keep a paused fetch proportional to what the guest writes, the
  *            arena is also mprotect()ed read-only in 2 MiB regions: the
- *            first write to a region faults once, the fault handler makes
- *            the region writable and pushes it onto the dirty ring, and a
- *            fetch scans only the regions on the ring.
+ *            first write to a region faults once, the fault handler opens
+ *            the region and pushes it onto the dirty ring.  Open regions
+ *            stay open and are rescanned at every fetch (cheap while their
+ *            pages are still write-protected); a region clean for a few
+ *            fetches in a row is closed again (dear: it rewrites every
+ *            entry).  A fetch thus costs per region of the working set.
  *  mprotect  the fallback: the same ring at page granularity, each first
- *            write to a page faults once.  Where the kernel refuses to
- *            split mappings further (ENOMEM, map count), a whole 2 MiB
- *            region is opened and reported dirty (counted false positives).
+ *            write to a page faults once and every fetch closes what it
+ *            reports.  Where the kernel refuses to split mappings further
+ *            (ENOMEM, map count), a whole 2 MiB region is opened and
+ *            reported dirty, or on closing the whole arena is closed
+ *            (counted as escalations; they cost false positives).
  *
  * The ring holds unit indices; a unit is pushed when its "touched" bit goes
  * 0 -> 1 and the bit is cleared only when the fetch consumes that entry, so

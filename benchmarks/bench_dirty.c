@@ -207,6 +207,7 @@ struct row {
 	uint64_t fetch_ns;   /* median */
 	uint64_t fetch_min, fetch_max;
 	uint64_t memcpy_ns;  /* median */
+	uint64_t trim_ns;    /* median uvm_dirty_trim, run as if the guest ran */
 	uint64_t regions;    /* median ring entries visited per fetch */
 	uint64_t fp, miss;   /* totals over trials */
 	uint64_t faults;     /* per trial (total / trials) */
@@ -224,6 +225,7 @@ static int run_row(struct uvm_dirty *d, uint8_t *base, uint64_t npages,
 		   struct row *r)
 {
 	uint64_t wr[MAX_TRIALS], fe[MAX_TRIALS], mc[MAX_TRIALS], rg[MAX_TRIALS];
+	uint64_t tr[MAX_TRIALS], closed;
 	size_t bmbytes = ((npages + 63) / 64) * sizeof(uint64_t);
 	struct uvm_dirty_counters c0, c1;
 	struct hv_dirty_stats st;
@@ -259,10 +261,16 @@ static int run_row(struct uvm_dirty *d, uint8_t *base, uint64_t npages,
 		for (uint64_t i = 0; i < dset; i++)
 			memcpy(s->copy + i * PAGE, base + s->list[i] * PAGE, PAGE);
 		mc[t] = now_ns() - t0;
+		t0 = now_ns();
+		rc = uvm_dirty_trim(d, &closed);
+		tr[t] = now_ns() - t0;
+		if (rc != 0)
+			return rc;
 	}
 	uvm_dirty_counters(d, &c1);
 	r->write_ns = median(wr, trials);
 	r->memcpy_ns = median(mc, trials);
+	r->trim_ns = median(tr, trials);
 	r->regions = median(rg, trials);
 	r->fetch_ns = median(fe, trials); /* sorts fe */
 	r->fetch_min = fe[0];
@@ -404,10 +412,10 @@ static int run_size(uint64_t size, unsigned trials, struct scratch *s,
 				       scan_ns / 1e3,
 				       (double)scan_ns / (double)npages, written);
 		}
-		printf("   %-8s %6s %9s %8s %10s %10s %10s %8s %8s %6s %9s %6s %10s\n",
+		printf("   %-8s %6s %9s %8s %10s %10s %10s %8s %8s %6s %9s %6s %10s %9s\n",
 		       "mech", "D", "write ms", "ns/page", "fetch us", "min us",
-		       "max us", "ring", "faults", "misses", "false+", "esc",
-		       "memcpy us");
+		       "max us", "regions", "faults", "misses", "false+", "esc",
+		       "memcpy us", "trim us");
 		for (size_t i = 0; i < NR_DSETS && rc == 0; i++) {
 			uint64_t dset = dirty_sets[i] < npages ? dirty_sets[i]
 							       : npages;
@@ -432,12 +440,12 @@ static int run_size(uint64_t size, unsigned trials, struct scratch *s,
 			*total_miss += r.miss;
 			printf("   %-8s %6" PRIu64 " %9.2f %8.0f %10.1f %10.1f "
 			       "%10.1f %8" PRIu64 " %8" PRIu64 " %6" PRIu64
-			       " %9" PRIu64 " %6" PRIu64 " %10.1f%s\n",
+			       " %9" PRIu64 " %6" PRIu64 " %10.1f %9.1f%s\n",
 			       hv_dirty_mech_name(mechs[m]), r.d, r.write_ns / 1e6,
 			       (double)r.write_ns / (double)r.d, r.fetch_ns / 1e3,
 			       r.fetch_min / 1e3, r.fetch_max / 1e3, r.regions,
 			       r.faults, r.miss, r.fp, r.escalations,
-			       r.memcpy_ns / 1e3,
+			       r.memcpy_ns / 1e3, r.trim_ns / 1e3,
 			       r.miss ? "   <== MISSED PAGES" : "");
 			fflush(stdout);
 		}

@@ -137,6 +137,11 @@ int hv_dirty_fetch(struct hv_domain *dom, uint64_t *bitmap,
 				     stats != NULL ? stats : &scratch);
 }
 
+int hv_dirty_trim(struct hv_domain *dom)
+{
+	return dom->ops->dirty_trim(dom);
+}
+
 enum hv_dirty_mech hv_dirty_mech(const struct hv_domain *dom)
 {
 	return dom->ops->dirty_mech(dom);

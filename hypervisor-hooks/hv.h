@@ -149,6 +149,10 @@ int hv_dirty_disable(struct hv_domain *dom);
  * ever missed. */
 int hv_dirty_fetch(struct hv_domain *dom, uint64_t *bitmap,
 		   struct hv_dirty_stats *stats);
+/* Housekeeping to call while the guest runs (after an unpause): lets the
+ * backend shed tracking state for memory the guest stopped writing, so
+ * later fetches cost less.  Never loses a write; optional. */
+int hv_dirty_trim(struct hv_domain *dom);
 enum hv_dirty_mech hv_dirty_mech(const struct hv_domain *dom);
 const char *hv_dirty_mech_name(enum hv_dirty_mech mech);
 

@@ -28,6 +28,7 @@ struct hv_ops {
 	int (*dirty_disable)(struct hv_domain *dom);
 	int (*dirty_fetch)(struct hv_domain *dom, uint64_t *bitmap,
 			   struct hv_dirty_stats *stats);
+	int (*dirty_trim)(struct hv_domain *dom);
 	enum hv_dirty_mech (*dirty_mech)(const struct hv_domain *dom);
 	unsigned (*nr_vcpus)(const struct hv_domain *dom);
 	int (*vcpu_save)(struct hv_domain *dom, unsigned vcpu,

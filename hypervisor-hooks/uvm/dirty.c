@@ -91,6 +91,7 @@ struct uvm_dirty {
 	_Atomic uint64_t *touched;  /* one bit per unit */
 	_Atomic uint64_t *coarse;   /* mprotect mode: one bit per region */
 	uint64_t *open;             /* uffd-wp: regions kept open, rescanned */
+	uint64_t *closing;          /* uffd-wp: closed by trim, scan once more */
 	uint8_t *idle;              /* uffd-wp: fetches since a region's last write */
 	_Atomic uint64_t *ring;
 	uint64_t ring_mask;
@@ -257,9 +258,10 @@ static int dirty_alloc(struct uvm_dirty *d)
 	d->coarse = calloc((d->nregions + 63) / 64, sizeof(uint64_t));
 	d->ring = malloc(cap * sizeof(uint64_t));
 	d->open = calloc((d->nregions + 63) / 64, sizeof(uint64_t));
+	d->closing = calloc((d->nregions + 63) / 64, sizeof(uint64_t));
 	d->idle = calloc(d->nregions, 1);
 	if (d->touched == NULL || d->coarse == NULL || d->ring == NULL ||
-	    d->open == NULL || d->idle == NULL)
+	    d->open == NULL || d->closing == NULL || d->idle == NULL)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < cap; i++)
 		atomic_init(&d->ring[i], DIRTY_RING_EMPTY);
@@ -329,6 +331,7 @@ void uvm_dirty_free(struct uvm_dirty *d)
 	free(d->coarse);
 	free(d->ring);
 	free(d->open);
+	free(d->closing);
 	free(d->idle);
 	pthread_mutex_destroy(&d->fetch_lock);
 	free(d);
@@ -484,6 +487,7 @@ static void dirty_reset(struct uvm_dirty *d)
 	memset(d->touched, 0, ((d->nunits + 63) / 64) * sizeof(uint64_t));
 	memset(d->coarse, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
 	memset(d->open, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
+	memset(d->closing, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
 	memset(d->idle, 0, d->nregions);
 	for (uint64_t i = 0; i <= d->ring_mask; i++)
 		atomic_store(&d->ring[i], DIRTY_RING_EMPTY);
@@ -534,6 +538,8 @@ int uvm_dirty_disable(struct uvm_dirty *d)
 }
 
 /* ---- fetch ------------------------------------------------------------ */
+
+static uint64_t dirty_count_open(const struct uvm_dirty *d);
 
 static uint64_t dirty_pop(struct uvm_dirty *d, uint64_t pos)
 {
@@ -697,9 +703,10 @@ static int dirty_for_runs(struct uvm_dirty *d,
 	return rc;
 }
 
-static bool dirty_is_open(const struct uvm_dirty *d, uint64_t r)
+/* Regions a fetch scans: open ones, and those trim closed since. */
+static bool dirty_is_scanned(const struct uvm_dirty *d, uint64_t r)
 {
-	return dirty_test(d->open, r);
+	return dirty_test(d->open, r) || dirty_test(d->closing, r);
 }
 
 static bool dirty_is_cold(const struct uvm_dirty *d, uint64_t r)
@@ -722,26 +729,39 @@ static int dirty_rescan_run(struct uvm_dirty *d, uint64_t first,
 	return dirty_scan(d, start, end, bitmap, pages);
 }
 
-/* Unmark, close, then scan (dirty_close_run): the exact close order. */
+/* Unmark, then close; the next fetch scans the run once more (closing
+ * set), which catches writes that landed before the close. */
 static int dirty_close_cold_run(struct uvm_dirty *d, uint64_t first,
 				uint64_t count, uint64_t *bitmap,
 				uint64_t *pages)
 {
+	size_t off = (size_t)first << DIRTY_REGION_SHIFT;
+	size_t len = (size_t)count << DIRTY_REGION_SHIFT;
+
+	(void)bitmap;
+	(void)pages;
 	for (uint64_t r = first; r < first + count; r++) {
 		dirty_clear(d->touched, r);
 		d->open[r >> 6] &= ~(1ULL << (r & 63));
+		d->closing[r >> 6] |= 1ULL << (r & 63);
 	}
-	return dirty_close_run(d, first, count, DIRTY_REGION_SHIFT, bitmap,
-			       pages);
+	if (off + len > d->len)
+		len = d->len - off;
+	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) == 0)
+		return 0;
+	if (errno != ENOMEM || mprotect(d->base, d->len, DIRTY_PROT_CLOSED) != 0)
+		return -errno;
+	atomic_fetch_add(&d->escalations, 1);
+	return 0;
 }
 
 /*
- * uffd-wp mode.  Closing a region costs a page-table update of all its
- * entries, which is dear (dearer still under nested paging), while
- * rescanning an open region whose entries are still write-protected is
- * cheap.  So regions stay open once written and are rescanned at every
- * fetch; one that stays clean for DIRTY_IDLE_FETCHES fetches is closed.
- * The paused part then costs per region of the guest's working set.
+ * uffd-wp mode.  Closing a region rewrites all its page-table entries,
+ * which is dear (dearer still under nested paging), while rescanning an
+ * open region whose pages are still write-protected is cheap.  So a fetch
+ * only scans: regions stay open once written and are rescanned at every
+ * fetch, and closing cold ones is left to uvm_dirty_trim, which runs while
+ * the guest does.  The paused part costs per region of the working set.
  */
 static int dirty_fetch_regions(struct uvm_dirty *d, uint64_t head,
 			       uint64_t *bitmap, uint64_t *pages)
@@ -761,10 +781,29 @@ static int dirty_fetch_regions(struct uvm_dirty *d, uint64_t head,
 			d->open[r >> 6] |= 1ULL << (r & 63);
 		}
 	}
-	rc = dirty_for_runs(d, dirty_is_open, dirty_rescan_run, bitmap, pages);
+	rc = dirty_for_runs(d, dirty_is_scanned, dirty_rescan_run, bitmap,
+			    pages);
 	if (rc == 0)
-		rc = dirty_for_runs(d, dirty_is_cold, dirty_close_cold_run,
-				    bitmap, pages);
+		memset(d->closing, 0, ((d->nregions + 63) / 64) * sizeof(uint64_t));
+	return rc;
+}
+
+int uvm_dirty_trim(struct uvm_dirty *d, uint64_t *closed)
+{
+	uint64_t before, after;
+	int rc = 0;
+
+	*closed = 0;
+	if (!atomic_load(&d->enabled) || d->mech != HV_DIRTY_UFFD_WP)
+		return 0;
+	pthread_mutex_lock(&d->fetch_lock);
+	before = dirty_count_open(d);
+	rc = dirty_for_runs(d, dirty_is_cold, dirty_close_cold_run, NULL, NULL);
+	after = dirty_count_open(d);
+	pthread_mutex_unlock(&d->fetch_lock);
+	*closed = before - after;
+	if (rc != 0)
+		log_error("dirty: closing idle regions failed: %s", strerror(-rc));
 	return rc;
 }
 

@@ -11,9 +11,10 @@
  *            first write to a region faults once, the fault handler opens
  *            the region and pushes it onto the dirty ring.  Open regions
  *            stay open and are rescanned at every fetch (cheap while their
- *            pages are still write-protected); a region clean for a few
- *            fetches in a row is closed again (dear: it rewrites every
- *            entry).  A fetch thus costs per region of the working set.
+ *            pages are still write-protected); closing a region that
+ *            stayed clean for a few fetches (dear: it rewrites every
+ *            entry) is left to uvm_dirty_trim, run while the guest runs.
+ *            A fetch thus costs per region of the working set.
  *  mprotect  the fallback: the same ring at page granularity, each first
  *            write to a page faults once and every fetch closes what it
  *            reports.  Where the kernel refuses to split mappings further
@@ -60,6 +61,11 @@ int uvm_dirty_enable(struct uvm_dirty *d);
 int uvm_dirty_disable(struct uvm_dirty *d);
 int uvm_dirty_fetch(struct uvm_dirty *d, uint64_t *bitmap,
 		    struct hv_dirty_stats *stats);
+/* Housekeeping for uffd-wp, to call while the guest runs: close regions
+ * that stayed clean for several fetches, so later fetches scan less.
+ * Costs a page-table update per closed region; never loses a write.  A
+ * no-op for mprotect.  `closed` receives how many regions were closed. */
+int uvm_dirty_trim(struct uvm_dirty *d, uint64_t *closed);
 void uvm_dirty_counters(const struct uvm_dirty *d,
 			struct uvm_dirty_counters *out);
 

@@ -310,6 +310,13 @@ static int uvm_dirty_get(struct hv_domain *hd, uint64_t *bitmap,
 	return uvm_dirty_fetch(uvm_dom(hd)->dirty, bitmap, stats);
 }
 
+static int uvm_dirty_shed(struct hv_domain *hd)
+{
+	uint64_t closed;
+
+	return uvm_dirty_trim(uvm_dom(hd)->dirty, &closed);
+}
+
 static enum hv_dirty_mech uvm_dirty_which(const struct hv_domain *hd)
 {
 	return uvm_dirty_mech(((const struct uvm_domain *)hd)->dirty);
@@ -459,6 +466,7 @@ const struct hv_ops hv_uvm_ops = {
 	.dirty_enable = uvm_dirty_on,
 	.dirty_disable = uvm_dirty_off,
 	.dirty_fetch = uvm_dirty_get,
+	.dirty_trim = uvm_dirty_shed,
 	.dirty_mech = uvm_dirty_which,
 	.nr_vcpus = uvm_nr_vcpus,
 	.vcpu_save = uvm_vcpu_save,

@@ -152,6 +152,7 @@ static void exactness(enum hv_dirty_mech mech, size_t len)
 {
 	struct region r;
 	char what[64];
+	uint64_t closed, total_closed = 0;
 
 	region_open(&r, len, mech);
 	for (unsigned round = 0; round < 24; round++) {
@@ -160,10 +161,23 @@ static void exactness(enum hv_dirty_mech mech, size_t len)
 		snprintf(what, sizeof(what), "%s %zu MiB round %u",
 			 hv_dirty_mech_name(mech), len >> 20, round);
 		check_round(&r, what);
+		assert_int_equal(uvm_dirty_trim(r.d, &closed), 0);
+		total_closed += closed;
 	}
-	/* Nothing written: nothing reported. */
+	/* Quiet rounds: nothing written, nothing reported, and every region
+	 * goes cold and is closed by trim ... */
+	for (unsigned quiet = 0; quiet < 6; quiet++) {
+		region_clear(&r);
+		check_round(&r, "quiet round");
+		assert_int_equal(uvm_dirty_trim(r.d, &closed), 0);
+		total_closed += closed;
+	}
+	if (mech == HV_DIRTY_UFFD_WP)
+		assert_true(total_closed > 0);
+	/* ... and closed regions report their next writes. */
 	region_clear(&r);
-	check_round(&r, "empty round");
+	(void)random_round(&r, 0);
+	check_round(&r, "after closing");
 	region_close(&r);
 }
 
@@ -216,7 +230,7 @@ static void live_precopy(enum hv_dirty_mech mech)
 	struct hv_dirty_stats st;
 	pthread_t t;
 	uint8_t *shadow;
-	uint64_t rounds = 0;
+	uint64_t rounds = 0, closed;
 
 	region_open(&r, 32UL << 20, mech);
 	shadow = malloc(r.len);
@@ -229,6 +243,7 @@ static void live_precopy(enum hv_dirty_mech mech)
 		for (uint64_t p = 0; p < r.npages; p++)
 			if (getbit(r.got, p))
 				memcpy(shadow + p * PG, r.mem + p * PG, PG);
+		assert_int_equal(uvm_dirty_trim(r.d, &closed), 0);
 		usleep(200);
 	}
 	atomic_store(&w.stop, true);
@@ -290,6 +305,33 @@ static void test_kernel_write(void **state)
 	kernel_write(HV_DIRTY_MPROTECT);
 }
 
+/* A write into a cold region between a fetch and the trim that closes the
+ * region must still be reported by the next fetch. */
+static void test_trim_keeps_late_write(void **state)
+{
+	struct region r;
+	uint64_t closed;
+
+	(void)state;
+	region_open(&r, 8UL << 20, HV_DIRTY_UFFD_WP);
+	region_clear(&r);
+	write_page(&r, 700);
+	check_round(&r, "first write");
+	for (int i = 0; i < 5; i++) {
+		region_clear(&r);
+		check_round(&r, "going cold");
+	}
+	region_clear(&r);
+	write_page(&r, 700);          /* region still open: no fault */
+	assert_int_equal(uvm_dirty_trim(r.d, &closed), 0);
+	assert_true(closed >= 1);     /* ... and now closed */
+	check_round(&r, "late write");
+	region_clear(&r);
+	write_page(&r, 701);          /* closed region faults and reopens */
+	check_round(&r, "after trim");
+	region_close(&r);
+}
+
 /* Forcing a mechanism the host lacks is an error, AUTO always works. */
 static void test_auto_choice(void **state)
 {
@@ -316,6 +358,7 @@ int main(void)
 		cmocka_unit_test(test_uffd_live),
 		cmocka_unit_test(test_mprotect_live),
 		cmocka_unit_test(test_kernel_write),
+		cmocka_unit_test(test_trim_keeps_late_write),
 		cmocka_unit_test(test_auto_choice),
 	};
 

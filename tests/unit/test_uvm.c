@@ -425,6 +425,8 @@ static void precopy_with_guest(enum hv_dirty_mech mech)
 			memcpy(shadow + p * 4096, mem + p * 4096, 4096);
 			copied++;
 		}
+		if (round < 30)
+			assert_int_equal(hv_dirty_trim(dom), 0);
 	}
 	for (uint64_t p = 0; p < n; p++)
 		if (memcmp(shadow + p * 4096, mem + p * 4096, 4096) != 0)

@@ -4,9 +4,8 @@
 # apt-get line and exits non-zero.  Prints nothing when all are present.
 set -eu
 
-PKGS="build-essential clang llvm libclang-rt-14-dev pkg-config
-libevent-dev libssl-dev liblz4-dev libxxhash-dev libcmocka-dev libjson-c-dev
-iperf3 hyperfine"
+PKGS="build-essential clang llvm libclang-rt-14-dev
+libxxhash-dev libcmocka-dev libjson-c-dev"
 
 missing=""
 for p in $PKGS; do

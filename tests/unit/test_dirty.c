@@ -64,8 +64,32 @@ static int getbit(const uint64_t *b, uint64_t i)
 	return (b[i / 64] >> (i % 64)) & 1;
 }
 
+/* uffd-wp needs Linux 6.7+ (async write-protect, PAGEMAP_SCAN). */
+static void need_mech(enum hv_dirty_mech mech)
+{
+	static int have_uffd = -1;
+
+	if (mech != HV_DIRTY_UFFD_WP)
+		return;
+	if (have_uffd < 0) {
+		struct uvm_dirty *d;
+		uint8_t *m = mmap(NULL, 1 << 21, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		have_uffd = uvm_dirty_new(m, 1 << 21, HV_DIRTY_UFFD_WP, &d) == 0;
+		uvm_dirty_free(have_uffd ? d : NULL);
+		munmap(m, 1 << 21);
+	}
+	if (!have_uffd) {
+		printf("note: skipped: this kernel lacks userfaultfd async "
+		       "write-protect or PAGEMAP_SCAN\n");
+		skip();
+	}
+}
+
 static void region_open(struct region *r, size_t len, enum hv_dirty_mech mech)
 {
+	need_mech(mech);
 	r->len = len;
 	r->npages = len / PG;
 	r->mem = mmap(NULL, len, PROT_READ | PROT_WRITE,

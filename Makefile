@@ -84,9 +84,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: benchmarks/%.c $(LIB)
+$(BUILD)/bench/%: benchmarks/%.c benchmarks/benchlib.c benchmarks/benchlib.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -Ibenchmarks $< benchmarks/benchlib.c $(LIB) -o $@ $(LDLIBS)
 
 build/guests/sdk/%.c.o: $(GUEST_DIR)/sdk/%.c
 	@mkdir -p $(dir $@)

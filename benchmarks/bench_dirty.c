@@ -23,9 +23,9 @@
  *
  * usage: bench_dirty [--quick] [--trials N] [--sizes 64M,256M,...]
  */
+#include "benchlib.h"
 #include "dirty.h"
 #include "hv.h"
-#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,8 +35,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Debian 12's headers predate these (Linux 6.7), as in uvm/dirty.c. */
@@ -57,60 +55,6 @@ struct pm_scan_arg {
 #define MAX_TRIALS 64
 #define MAX_SIZES 8
 #define MINCORE_REPS 5
-
-/* ---- shared helpers (each benchmark is one file) ------------------------- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void print_machine(const char *title)
-{
-	struct utsname u;
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
-	printf("== %s\n", title);
-	printf("machine: nproc %ld, kernel %s %s %s, cpu \"%s\"\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine,
-	       model);
-}
-
-static void quiet_logs(void)
-{
-	if (getenv("TANDEM_LOG") == NULL)
-		log_set_level(LOG_WARN);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static uint64_t median(uint64_t *v, size_t n)
-{
-	qsort(v, n, sizeof(v[0]), cmp_u64);
-	return v[n / 2];
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 
@@ -239,15 +183,15 @@ static int run_row(struct uvm_dirty *d, uint8_t *base, uint64_t npages,
 
 		pick_pages(npages, dset, s->want, s->list);
 		memset(s->got, 0, bmbytes);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		for (uint64_t i = 0; i < dset; i++)
 			((volatile uint8_t *)base)[s->list[i] * PAGE + (t % PAGE)] =
 				(uint8_t)(t + 1);
-		t1 = now_ns();
+		t1 = bench_now_ns();
 		wr[t] = t1 - t0;
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		rc = uvm_dirty_fetch(d, s->got, &st);
-		fe[t] = now_ns() - t0;
+		fe[t] = bench_now_ns() - t0;
 		if (rc != 0) {
 			uvm_dirty_counters(d, &c1);
 			r->faults = (c1.faults - c0.faults) / (t + 1);
@@ -257,22 +201,22 @@ static int run_row(struct uvm_dirty *d, uint8_t *base, uint64_t npages,
 		}
 		rg[t] = st.regions;
 		compare(s->got, s->want, npages, &r->fp, &r->miss);
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		for (uint64_t i = 0; i < dset; i++)
 			memcpy(s->copy + i * PAGE, base + s->list[i] * PAGE, PAGE);
-		mc[t] = now_ns() - t0;
-		t0 = now_ns();
+		mc[t] = bench_now_ns() - t0;
+		t0 = bench_now_ns();
 		rc = uvm_dirty_trim(d, &closed);
-		tr[t] = now_ns() - t0;
+		tr[t] = bench_now_ns() - t0;
 		if (rc != 0)
 			return rc;
 	}
 	uvm_dirty_counters(d, &c1);
-	r->write_ns = median(wr, trials);
-	r->memcpy_ns = median(mc, trials);
-	r->trim_ns = median(tr, trials);
-	r->regions = median(rg, trials);
-	r->fetch_ns = median(fe, trials); /* sorts fe */
+	r->write_ns = bench_median(wr, trials);
+	r->memcpy_ns = bench_median(mc, trials);
+	r->trim_ns = bench_median(tr, trials);
+	r->regions = bench_median(rg, trials);
+	r->fetch_ns = bench_median(fe, trials); /* sorts fe */
 	r->fetch_min = fe[0];
 	r->fetch_max = fe[trials - 1];
 	r->faults = (c1.faults - c0.faults) / trials;
@@ -286,18 +230,18 @@ static uint64_t time_mincore(uint8_t *base, uint64_t len, unsigned char *vec,
 	uint64_t t[MINCORE_REPS];
 
 	for (int i = 0; i < MINCORE_REPS; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bench_now_ns();
 
 		if (mincore(base, len, vec) != 0) {
 			perror("bench_dirty: mincore");
 			exit(1);
 		}
-		t[i] = now_ns() - t0;
+		t[i] = bench_now_ns() - t0;
 	}
 	*resident = 0;
 	for (uint64_t i = 0; i < len / PAGE; i++)
 		*resident += vec[i] & 1;
-	return median(t, MINCORE_REPS);
+	return bench_median(t, MINCORE_REPS);
 }
 
 /* Read-only PAGEMAP_SCAN for written pages over [base, base + len):
@@ -313,7 +257,7 @@ static int time_pagemap_scan(uint8_t *base, uint64_t len, uint64_t *ns,
 		return -errno;
 	for (int i = 0; i < MINCORE_REPS; i++) {
 		uint64_t start = (uint64_t)(uintptr_t)base, end = start + len;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bench_now_ns();
 
 		*written = 0;
 		while (start < end) {
@@ -338,10 +282,10 @@ static int time_pagemap_scan(uint8_t *base, uint64_t len, uint64_t *ns,
 				*written += (vec[k].end - vec[k].start) / PAGE;
 			start = arg.walk_end;
 		}
-		t[i] = now_ns() - t0;
+		t[i] = bench_now_ns() - t0;
 	}
 	close(fd);
-	*ns = median(t, MINCORE_REPS);
+	*ns = bench_median(t, MINCORE_REPS);
 	return 0;
 }
 
@@ -370,9 +314,9 @@ static int run_size(uint64_t size, unsigned trials, struct scratch *s,
 		return rc;
 	}
 	(void)madvise(base, size, MADV_NOHUGEPAGE);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	memset(base, 0x5a, size);
-	populate_ns = now_ns() - t0;
+	populate_ns = bench_now_ns() - t0;
 	mincore_ns = time_mincore(base, size, vec, &resident);
 	printf("\n-- %" PRIu64 " MiB (%" PRIu64 " pages): populate (memset) "
 	       "%.0f ms; anchor mincore() over all of it: %.1f us (%.1f ns/page, "
@@ -391,9 +335,9 @@ static int run_size(uint64_t size, unsigned trials, struct scratch *s,
 			rc = 0;
 			continue;
 		}
-		t0 = now_ns();
+		t0 = bench_now_ns();
 		rc = uvm_dirty_enable(d);
-		enable_ns = now_ns() - t0;
+		enable_ns = bench_now_ns() - t0;
 		if (rc != 0) {
 			fprintf(stderr, "bench_dirty: enable %s: %s\n",
 				hv_dirty_mech_name(mechs[m]), strerror(-rc));
@@ -495,8 +439,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	quiet_logs();
-	print_machine("bench_dirty: dirty-log fetch vs memory size and dirty set");
+	bench_quiet_logs();
+	bench_print_machine("bench_dirty: dirty-log fetch vs memory size and dirty set");
 	printf("%u trials per row; columns are medians over the trials unless "
 	       "named min/max\n", trials);
 	printf("write = one byte to each of D random distinct pages (tracking "

@@ -18,8 +18,8 @@
  * usage: bench_hypercall [--n COUNT (300000)] [--runs R (3)]
  *                        [--anchor-iters N (200000)]
  */
+#include "benchlib.h"
 #include "hv.h"
-#include "log.h"
 #include "uvm_abi.h"
 
 #include <errno.h>
@@ -31,107 +31,10 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 #define ANCHOR_REPS 5
 #define MAX_RUNS 16
-
-/* ---- shared helpers (each benchmark is one file) ------------------------- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void print_machine(const char *title)
-{
-	struct utsname u;
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
-	printf("== %s\n", title);
-	printf("machine: nproc %ld, kernel %s %s %s, cpu \"%s\"\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine,
-	       model);
-}
-
-/* TANDEM_GUEST_DIR, else ../guests next to this binary, else build/guests. */
-static void guest_path(const char *name, char *out, size_t len)
-{
-	const char *env = getenv("TANDEM_GUEST_DIR");
-	char exe[PATH_MAX];
-	ssize_t n;
-
-	if (env != NULL) {
-		snprintf(out, len, "%s/%s.elf", env, name);
-		return;
-	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		char *slash;
-
-		exe[n] = '\0';
-		slash = strrchr(exe, '/');
-		if (slash != NULL) {
-			*slash = '\0';
-			snprintf(out, len, "%s/../guests/%s.elf", exe, name);
-			if (access(out, R_OK) == 0) {
-				char *real = realpath(out, NULL);
-
-				if (real != NULL)
-					snprintf(out, len, "%s", real);
-				free(real);
-				return;
-			}
-		}
-	}
-	snprintf(out, len, "build/guests/%s.elf", name);
-}
-
-static void quiet_logs(void)
-{
-	if (getenv("TANDEM_LOG") == NULL)
-		log_set_level(LOG_WARN);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static uint64_t parse_u64(const char *opt, const char *s)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno != 0 || end == s || *end != '\0' || v == 0) {
-		fprintf(stderr, "bench_hypercall: bad %s \"%s\"\n", opt, s);
-		exit(2);
-	}
-	return v;
-}
 
 /* ---- anchors ------------------------------------------------------------- */
 
@@ -165,7 +68,7 @@ static const char *const anchor_names[A_NR] = {
 
 static uint64_t anchor_once(enum anchor a, uint64_t iters)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 
 	for (uint64_t i = 0; i < iters; i++) {
 		switch (a) {
@@ -183,7 +86,7 @@ static uint64_t anchor_once(enum anchor a, uint64_t iters)
 			break;
 		}
 	}
-	return now_ns() - t0;
+	return bench_now_ns() - t0;
 }
 
 /* Median and minimum ns per operation over ANCHOR_REPS repetitions. */
@@ -195,8 +98,7 @@ static void anchor_run(enum anchor a, uint64_t iters, double *median,
 	(void)anchor_once(a, iters / 10 + 1); /* warm up */
 	for (int r = 0; r < ANCHOR_REPS; r++)
 		t[r] = anchor_once(a, iters);
-	qsort(t, ANCHOR_REPS, sizeof(t[0]), cmp_u64);
-	*median = (double)t[ANCHOR_REPS / 2] / (double)iters;
+	*median = (double)bench_median(t, ANCHOR_REPS) / (double)iters;
 	*min = (double)t[0] / (double)iters;
 }
 
@@ -256,11 +158,11 @@ static int run_guest(const char *image, uint64_t n, struct guest_run *out)
 			strerror(-rc));
 		return rc;
 	}
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	rc = hv_unpause(dom);
 	if (rc == 0)
 		rc = hv_wait_shutdown(dom, 300000, &info);
-	out->host_ns = now_ns() - t0;
+	out->host_ns = bench_now_ns() - t0;
 	if (rc == 0 && (info.reason != HV_SHUTDOWN_POWEROFF || info.code != 0)) {
 		fprintf(stderr, "bench_hypercall: guest did not power off "
 			"cleanly: %s\n", info.detail);
@@ -297,11 +199,11 @@ int main(int argc, char **argv)
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
-			n = parse_u64("--n", argv[++i]);
+			n = bench_parse_u64("bench_hypercall", "--n", argv[++i]);
 		else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
-			runs = parse_u64("--runs", argv[++i]);
+			runs = bench_parse_u64("bench_hypercall", "--runs", argv[++i]);
 		else if (strcmp(argv[i], "--anchor-iters") == 0 && i + 1 < argc)
-			anchor_iters = parse_u64("--anchor-iters", argv[++i]);
+			anchor_iters = bench_parse_u64("bench_hypercall", "--anchor-iters", argv[++i]);
 		else {
 			fprintf(stderr, "usage: bench_hypercall [--n COUNT] "
 				"[--runs R] [--anchor-iters N]\n");
@@ -310,9 +212,9 @@ int main(int argc, char **argv)
 	}
 	if (runs > MAX_RUNS)
 		runs = MAX_RUNS;
-	quiet_logs();
-	guest_path("hcbench", image, sizeof(image));
-	print_machine("bench_hypercall: uvm hypercall round trip");
+	bench_quiet_logs();
+	bench_guest_path("hcbench", image, sizeof(image));
+	bench_print_machine("bench_hypercall: uvm hypercall round trip");
 	printf("guest %s, n=%" PRIu64 " hypercalls per run, %" PRIu64
 	       " runs; anchors %" PRIu64 " iterations x %d repetitions\n",
 	       image, n, runs, anchor_iters, ANCHOR_REPS);

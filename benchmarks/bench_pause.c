@@ -17,8 +17,8 @@
  *
  * usage: bench_pause [--cycles N] [--run-ms M] [--bound-us B]
  */
+#include "benchlib.h"
 #include "hv.h"
-#include "log.h"
 #include "uvm_abi.h"
 
 #include <errno.h>
@@ -27,121 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
-
-/* ---- shared helpers (each benchmark is one file) ------------------------- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ULL),
-			       .tv_nsec = (long)(ns % 1000000000ULL) };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static void print_machine(const char *title)
-{
-	struct utsname u;
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
-	printf("== %s\n", title);
-	printf("machine: nproc %ld, kernel %s %s %s, cpu \"%s\"\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine,
-	       model);
-}
-
-/* TANDEM_GUEST_DIR, else ../guests next to this binary, else build/guests. */
-static void guest_path(const char *name, char *out, size_t len)
-{
-	const char *env = getenv("TANDEM_GUEST_DIR");
-	char exe[PATH_MAX];
-	ssize_t n;
-
-	if (env != NULL) {
-		snprintf(out, len, "%s/%s.elf", env, name);
-		return;
-	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		char *slash;
-
-		exe[n] = '\0';
-		slash = strrchr(exe, '/');
-		if (slash != NULL) {
-			*slash = '\0';
-			snprintf(out, len, "%s/../guests/%s.elf", exe, name);
-			if (access(out, R_OK) == 0) {
-				char *real = realpath(out, NULL);
-
-				if (real != NULL)
-					snprintf(out, len, "%s", real);
-				free(real);
-				return;
-			}
-		}
-	}
-	snprintf(out, len, "build/guests/%s.elf", name);
-}
-
-static void quiet_logs(void)
-{
-	if (getenv("TANDEM_LOG") == NULL)
-		log_set_level(LOG_WARN);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static uint64_t pct(const uint64_t *sorted, size_t n, unsigned p)
-{
-	size_t rank = (n * p + 99) / 100;
-
-	return sorted[rank == 0 ? 0 : rank - 1];
-}
-
-static uint64_t parse_u64(const char *opt, const char *s)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno != 0 || end == s || *end != '\0' || v == 0) {
-		fprintf(stderr, "bench_pause: bad %s \"%s\"\n", opt, s);
-		exit(2);
-	}
-	return v;
-}
 
 /* ---- one case -------------------------------------------------------------- */
 
@@ -212,7 +98,7 @@ static int run_case(const struct pause_case *c, uint64_t cycles,
 	if (reach == NULL)
 		return -ENOMEM;
 	memset(res, 0, sizeof(*res));
-	guest_path(c->guest, image, sizeof(image));
+	bench_guest_path(c->guest, image, sizeof(image));
 	cfg.image = image;
 	cfg.mem_bytes = 128ULL << 20;
 	cfg.nr_vcpus = c->vcpus;
@@ -230,23 +116,23 @@ static int run_case(const struct pause_case *c, uint64_t cycles,
 	rep = report_words(dom);
 	rc = rep == NULL ? -EFAULT : hv_unpause(dom);
 	/* Wait for set-up (KIND published) and the first bit of progress. */
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	while (rc == 0 && (rep[UVM_REPORT_KIND] != c->kind ||
 			   rep[c->progress] == 0)) {
-		if (now_ns() - t0 > 20000000000ULL) {
+		if (bench_now_ns() - t0 > 20000000000ULL) {
 			fprintf(stderr, "bench_pause: %s: guest made no progress "
 				"in 20 s\n", c->label);
 			rc = -ETIMEDOUT;
 			break;
 		}
 		rc = still_running(dom, c->label);
-		sleep_ns(1000000);
+		bench_sleep_ns(1000000);
 	}
 	before = rc == 0 ? rep[c->progress] : 0;
 	for (uint64_t i = 0; rc == 0 && i < cycles; i++) {
 		struct hv_pause_info info;
 
-		sleep_ns(run_ns);
+		bench_sleep_ns(run_ns);
 		rc = hv_pause(dom, &info);
 		if (rc != 0) {
 			fprintf(stderr, "bench_pause: %s: pause %" PRIu64
@@ -262,7 +148,7 @@ static int run_case(const struct pause_case *c, uint64_t cycles,
 	if (rc == 0)
 		rc = still_running(dom, c->label);
 	if (rc == 0) {
-		sleep_ns(run_ns);
+		bench_sleep_ns(run_ns);
 		if (rep[c->progress] == before) {
 			fprintf(stderr, "bench_pause: %s: guest made no progress "
 				"over the pause cycles\n", c->label);
@@ -270,13 +156,13 @@ static int run_case(const struct pause_case *c, uint64_t cycles,
 		}
 	}
 	if (rc == 0) {
-		qsort(reach, cycles, sizeof(reach[0]), cmp_u64);
+		qsort(reach, cycles, sizeof(reach[0]), bench_cmp_u64);
 		for (uint64_t i = 0; i < cycles; i++)
 			sum += reach[i];
 		res->cycles = cycles;
 		res->min = reach[0];
-		res->p50 = pct(reach, cycles, 50);
-		res->p99 = pct(reach, cycles, 99);
+		res->p50 = bench_pct(reach, cycles, 50);
+		res->p99 = bench_pct(reach, cycles, 99);
 		res->max = reach[cycles - 1];
 		res->mean = (double)sum / (double)cycles;
 	}
@@ -293,19 +179,19 @@ int main(int argc, char **argv)
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--cycles") == 0 && i + 1 < argc)
-			cycles = parse_u64("--cycles", argv[++i]);
+			cycles = bench_parse_u64("bench_pause", "--cycles", argv[++i]);
 		else if (strcmp(argv[i], "--run-ms") == 0 && i + 1 < argc)
-			run_ms = parse_u64("--run-ms", argv[++i]);
+			run_ms = bench_parse_u64("bench_pause", "--run-ms", argv[++i]);
 		else if (strcmp(argv[i], "--bound-us") == 0 && i + 1 < argc)
-			bound_us = (unsigned)parse_u64("--bound-us", argv[++i]);
+			bound_us = (unsigned)bench_parse_u64("bench_pause", "--bound-us", argv[++i]);
 		else {
 			fprintf(stderr, "usage: bench_pause [--cycles N] "
 				"[--run-ms M] [--bound-us B]\n");
 			return 2;
 		}
 	}
-	quiet_logs();
-	print_machine("bench_pause: pause request -> every vCPU parked");
+	bench_quiet_logs();
+	bench_print_machine("bench_pause: pause request -> every vCPU parked");
 	printf("%" PRIu64 " pause/unpause cycles per case, %" PRIu64 " ms of "
 	       "running before each pause; reach_ns from hv_pause_info\n\n",
 	       cycles, run_ms);

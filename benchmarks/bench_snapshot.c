@@ -22,8 +22,8 @@
  *
  * usage: bench_snapshot [--mib N] [--reps R] [--dir DIR | DIR]
  */
+#include "benchlib.h"
 #include "hv.h"
-#include "log.h"
 #include "pagetest_check.h"
 #include "replicator.h"
 #include "uvm_abi.h"
@@ -36,9 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define MIB ((uint64_t)1 << 20)
@@ -46,96 +44,6 @@
 #define GUEST_EXTRA_MIB 256
 #define MEMCPY_REPS 3
 #define FILL_CHUNK (8ULL << 20)
-
-/* ---- shared helpers (each benchmark is one file) ------------------------- */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000,
-			       .tv_nsec = (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static void print_machine(const char *title)
-{
-	struct utsname u;
-	char line[512], model[256] = "unknown";
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f != NULL)
-		fclose(f);
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
-	printf("== %s\n", title);
-	printf("machine: nproc %ld, kernel %s %s %s, cpu \"%s\"\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, u.machine,
-	       model);
-}
-
-/* TANDEM_GUEST_DIR, else ../guests next to this binary, else build/guests. */
-static void guest_path(const char *name, char *out, size_t len)
-{
-	const char *env = getenv("TANDEM_GUEST_DIR");
-	char exe[PATH_MAX];
-	ssize_t n;
-
-	if (env != NULL) {
-		snprintf(out, len, "%s/%s.elf", env, name);
-		return;
-	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		char *slash;
-
-		exe[n] = '\0';
-		slash = strrchr(exe, '/');
-		if (slash != NULL) {
-			*slash = '\0';
-			snprintf(out, len, "%s/../guests/%s.elf", exe, name);
-			if (access(out, R_OK) == 0) {
-				char *real = realpath(out, NULL);
-
-				if (real != NULL)
-					snprintf(out, len, "%s", real);
-				free(real);
-				return;
-			}
-		}
-	}
-	snprintf(out, len, "build/guests/%s.elf", name);
-}
-
-static void quiet_logs(void)
-{
-	if (getenv("TANDEM_LOG") == NULL)
-		log_set_level(LOG_WARN);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 /* ---- files ----------------------------------------------------------------- */
 
@@ -242,7 +150,7 @@ static int populate_guest(const char *image, uint64_t mib,
 		return rc;
 	}
 	si = start_info(*out);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	rc = si == NULL ? -EFAULT : hv_unpause(*out);
 	while (rc == 0 && !(si->report[UVM_REPORT_KIND] == UVM_GUEST_PAGETEST &&
 			    si->report[UVM_REPORT_PASSES] >= 1)) {
@@ -252,14 +160,14 @@ static int populate_guest(const char *image, uint64_t mib,
 			fprintf(stderr, "bench_snapshot: guest stopped: %s\n",
 				info.detail);
 			rc = -EIO;
-		} else if (now_ns() - t0 > 300000000000ULL) {
+		} else if (bench_now_ns() - t0 > 300000000000ULL) {
 			fprintf(stderr, "bench_snapshot: guest did not finish a "
 				"pass in 300 s\n");
 			rc = -ETIMEDOUT;
 		}
-		sleep_ms(10);
+		bench_sleep_ns(10000000ULL);
 	}
-	*run_ns = now_ns() - t0;
+	*run_ns = bench_now_ns() - t0;
 	if (rc != 0) {
 		hv_domain_free(*out);
 		*out = NULL;
@@ -295,9 +203,9 @@ static int time_populated(struct hv_domain *dom, uint64_t *ns)
 
 	if (bm == NULL)
 		return -ENOMEM;
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	rc = hv_populated(dom, bm);
-	*ns = now_ns() - t0;
+	*ns = bench_now_ns() - t0;
 	free(bm);
 	return rc;
 }
@@ -322,8 +230,7 @@ static void row(const char *what, uint64_t bytes, struct series *s)
 {
 	double mib = (double)bytes / (double)MIB, med, ms_min, ms_max;
 
-	qsort(s->ns, s->n, sizeof(s->ns[0]), cmp_u64);
-	med = s->ns[s->n / 2] / 1e6;
+	med = bench_median(s->ns, s->n) / 1e6;
 	ms_min = s->ns[0] / 1e6;
 	ms_max = s->ns[s->n - 1] / 1e6;
 	printf("  %-42s %8.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", what, mib, med,
@@ -351,10 +258,10 @@ static int save_once(struct hv_domain *dom, const char *path,
 	if (fd < 0)
 		return -errno;
 	rc = rep_snapshot_save(dom, fd, NULL, NULL, &r->save_st);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	if (rc == 0 && fsync(fd) != 0)
 		rc = -errno;
-	ns = now_ns() - t0;
+	ns = bench_now_ns() - t0;
 	close(fd);
 	if (rc == 0) {
 		series_add(&r->save, r->save_st.ns);
@@ -388,14 +295,14 @@ static int restore_once(const char *path, struct results *r)
 
 static int cp_once(const char *src, const char *dst, struct results *r)
 {
-	uint64_t t0 = now_ns(), cp, sync;
+	uint64_t t0 = bench_now_ns(), cp, sync;
 	int rc = run_cp(src, dst);
 
-	cp = now_ns() - t0;
-	t0 = now_ns();
+	cp = bench_now_ns() - t0;
+	t0 = bench_now_ns();
 	if (rc == 0)
 		rc = fsync_path(dst);
-	sync = now_ns() - t0;
+	sync = bench_now_ns() - t0;
 	unlink(dst);
 	if (rc == 0) {
 		series_add(&r->cp, cp);
@@ -417,10 +324,10 @@ static int memcpy_anchor(uint64_t bytes, unsigned reps, struct results *r)
 	memset(a, 1, bytes);
 	memset(b, 2, bytes);
 	for (unsigned i = 0; i < reps; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bench_now_ns();
 
 		memcpy(i % 2 ? a : b, i % 2 ? b : a, bytes);
-		series_add(&r->memcpy, now_ns() - t0);
+		series_add(&r->memcpy, bench_now_ns() - t0);
 	}
 	if (a[bytes - 1] == 3) /* keep the copies observable */
 		printf(" ");
@@ -515,15 +422,15 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	quiet_logs();
-	guest_path("pagetest", image, sizeof(image));
+	bench_quiet_logs();
+	bench_guest_path("pagetest", image, sizeof(image));
 	snprintf(tmpdir, sizeof(tmpdir), "%s/tandem-bench-XXXXXX", dir);
 	if (mkdtemp(tmpdir) == NULL) {
 		fprintf(stderr, "bench_snapshot: mkdtemp in %s: %s\n", dir,
 			strerror(errno));
 		return 1;
 	}
-	print_machine("bench_snapshot: snapshot save / restore per GiB");
+	bench_print_machine("bench_snapshot: snapshot save / restore per GiB");
 	printf("pagetest region %" PRIu64 " MiB (%" PRIu64 " pages) in a %" PRIu64
 	       " MiB guest; files in %s; %u repetitions of each step\n", mib,
 	       mib * (MIB / HV_PAGE_SIZE), mib + GUEST_EXTRA_MIB, tmpdir, reps);

@@ -25,6 +25,7 @@
  */
 #include "benchlib.h"
 #include "dirty.h"
+#include "kernel_compat.h"
 #include "hv.h"
 
 #include <errno.h>
@@ -36,20 +37,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/* Debian 12's headers predate these (Linux 6.7), as in uvm/dirty.c. */
-#ifndef PAGEMAP_SCAN
-struct page_region {
-	uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-	uint64_t category_inverted, category_mask, category_anyof_mask;
-	uint64_t return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PAGE_IS_WRITTEN (1 << 1)
-#endif
 
 #define PAGE 4096ULL
 #define MAX_TRIALS 64

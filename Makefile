@@ -28,7 +28,9 @@ LDLIBS    := -ljson-c -lxxhash -lpthread
 LIB_SRCS  := common/log.c \
              hypervisor-hooks/hv.c \
              hypervisor-hooks/uvm/arena.c \
+             hypervisor-hooks/uvm/blk.c \
              hypervisor-hooks/uvm/console.c \
+             hypervisor-hooks/uvm/dev.c \
              hypervisor-hooks/uvm/dirty.c \
              hypervisor-hooks/uvm/domain.c \
              hypervisor-hooks/uvm/elf.c \
@@ -58,7 +60,7 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,$(GUEST_DIR)/sdk/guest.ld \
              -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,max-page-size=4096
 SDK_SRCS  := $(wildcard $(GUEST_DIR)/sdk/*.c) $(GUEST_DIR)/sdk/crt0.S
 SDK_OBJS  := $(patsubst $(GUEST_DIR)/sdk/%,build/guests/sdk/%.o,$(SDK_SRCS))
-GUESTS    := pagetest memstress vecguest hcbench
+GUESTS    := pagetest memstress vecguest hcbench blktest
 GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
 
 .PHONY: all deps demo test test-unit test-integration asan fuzz bench clean

@@ -17,7 +17,8 @@ static void tandem_usage(FILE *f)
 		"       tandem vm check FILE              inspect a snapshot, check I4\n"
 		"run/restore options: --mem SIZE --vcpus N --cmdline STR\n"
 		"       --control SOCK --dirty auto|uffd-wp|mprotect\n"
-		"       --pause-bound USEC --console FILE|- --log LEVEL\n");
+		"       --pause-bound USEC --console FILE|- --log LEVEL\n"
+		"       --disk FILE [--disk-size SIZE] --listen HOST:PORT\n");
 }
 
 int main(int argc, char **argv)

@@ -50,6 +50,7 @@ struct vm_opts {
 	struct hv_config cfg;
 	const char *control;
 	const char *console;
+	uint64_t disk_size;   /* create the disk image at this size if absent */
 	bool stop;
 };
 
@@ -147,6 +148,14 @@ static int vm_parse_opt(struct vm_opts *o, int c, const char *arg)
 	case 's':
 		o->stop = true;
 		return 0;
+	case 'k':
+		o->cfg.disk = arg;
+		return 0;
+	case 'z':
+		return vm_parse_size(arg, &o->disk_size);
+	case 'L':
+		o->cfg.listen = arg;
+		return 0;
 	case 'l':
 		if (log_parse_level(arg, &level) != 0) {
 			fprintf(stderr, "tandem: bad --log \"%s\" (error, warn, "
@@ -171,6 +180,9 @@ static int vm_parse_opts(int argc, char **argv, struct vm_opts *o)
 		{ "pause-bound", required_argument, NULL, 'b' },
 		{ "console", required_argument, NULL, 'o' },
 		{ "stop", no_argument, NULL, 's' },
+		{ "disk", required_argument, NULL, 'k' },
+		{ "disk-size", required_argument, NULL, 'z' },
+		{ "listen", required_argument, NULL, 'L' },
 		{ "log", required_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -196,6 +208,36 @@ static int vm_open_console(struct vm_opts *o)
 			strerror(errno));
 		return -errno;
 	}
+	return 0;
+}
+
+/* Create the disk image if it is missing and a size was given; never
+ * resize or truncate an existing one. */
+static int vm_prepare_disk(const struct vm_opts *o)
+{
+	struct stat st;
+	int fd;
+
+	if (o->cfg.disk == NULL || o->disk_size == 0)
+		return 0;
+	if (stat(o->cfg.disk, &st) == 0) {
+		if ((uint64_t)st.st_size != o->disk_size) {
+			fprintf(stderr, "tandem: disk %s exists with %lld bytes, "
+				"not the --disk-size %" PRIu64 "; leaving it alone\n",
+				o->cfg.disk, (long long)st.st_size, o->disk_size);
+			return -EEXIST;
+		}
+		return 0;
+	}
+	fd = open(o->cfg.disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)o->disk_size) != 0) {
+		fprintf(stderr, "tandem: cannot create disk %s: %s\n", o->cfg.disk,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	close(fd);
 	return 0;
 }
 
@@ -514,7 +556,7 @@ static int vm_cmd_run(int argc, char **argv, bool restore)
 			restore ? "restore" : "run", restore ? "FILE" : "IMAGE");
 		return VM_EXIT_USAGE;
 	}
-	if (vm_open_console(&o) != 0)
+	if (vm_open_console(&o) != 0 || vm_prepare_disk(&o) != 0)
 		return VM_EXIT_FAIL;
 	s.sig_fd = vm_signalfd();
 	if (restore) {

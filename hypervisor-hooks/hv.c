@@ -267,6 +267,21 @@ int hv_platform_compatible(const struct hv_platform *from,
 	return 0;
 }
 
+int hv_gate_hold(struct hv_domain *dom, bool hold)
+{
+	return dom->ops->gate_hold(dom, hold);
+}
+
+uint64_t hv_gate_next_epoch(struct hv_domain *dom)
+{
+	return dom->ops->gate_next_epoch(dom);
+}
+
+int hv_gate_release(struct hv_domain *dom, uint64_t epoch)
+{
+	return dom->ops->gate_release(dom, epoch);
+}
+
 int hv_evtchn_hook(struct hv_domain *dom, hv_evtchn_hook_fn fn, void *arg)
 {
 	return dom->ops->evtchn_hook(dom, fn, arg);

@@ -56,6 +56,8 @@ struct hv_config {
 	unsigned pause_bound_us;   /* preempt a guest that makes no hypercall
 	                              within this bound; 0 = 1000 us */
 	enum hv_dirty_mech dirty;  /* HV_DIRTY_AUTO unless forced */
+	const char *disk;          /* block device image file, or NULL */
+	const char *listen;        /* stream device address HOST:PORT, or NULL */
 };
 
 /* Platform facts two hosts must agree on before a guest moves. */
@@ -176,6 +178,22 @@ int hv_platform_info(const struct hv_domain *dom, struct hv_platform *out);
 int hv_platform_compatible(const struct hv_platform *from,
 			   const struct hv_platform *here, char *why,
 			   size_t whylen);
+
+/*
+ * Output gate (output commit).  While held, what would leave the guest -
+ * bytes to stream clients, block write completions to the guest - is
+ * tagged with the current epoch and kept back until that epoch is
+ * released.  Not held (the default), output goes at once.
+ *
+ *   hv_gate_hold(dom, true)      start holding; epochs count from here
+ *   e = hv_gate_next_epoch(dom)  at a checkpoint (domain paused): output so
+ *                                far belongs to epoch e, later output to e+1
+ *   hv_gate_release(dom, e)      epoch e is committed: let its output go
+ *   hv_gate_hold(dom, false)     stop holding and release everything
+ */
+int hv_gate_hold(struct hv_domain *dom, bool hold);
+uint64_t hv_gate_next_epoch(struct hv_domain *dom);
+int hv_gate_release(struct hv_domain *dom, uint64_t epoch);
 
 /* Event channels. */
 int hv_evtchn_hook(struct hv_domain *dom, hv_evtchn_hook_fn fn, void *arg);

@@ -46,6 +46,9 @@ struct hv_ops {
 			     const struct hv_platform_state *st);
 	int (*platform_info)(const struct hv_domain *dom,
 			     struct hv_platform *out);
+	int (*gate_hold)(struct hv_domain *dom, bool hold);
+	uint64_t (*gate_next_epoch)(struct hv_domain *dom);
+	int (*gate_release)(struct hv_domain *dom, uint64_t epoch);
 	int (*evtchn_hook)(struct hv_domain *dom, hv_evtchn_hook_fn fn,
 			   void *arg);
 	int (*evtchn_send)(struct hv_domain *dom, uint32_t port);

@@ -10,6 +10,7 @@
  * a restore fills those in before the first unpause.
  */
 #include "uvm.h"
+#include "dev.h"
 #include "dirty.h"
 #include "log.h"
 
@@ -70,6 +71,7 @@ static int uvm_init_domain(struct uvm_domain *dom, const struct hv_config *cfg)
 	pthread_condattr_destroy(&ca);
 	atomic_init(&dom->pause_req, true);
 	dom->paused = true;
+	uvm_gate_init(dom);
 	if (rc == 0)
 		rc = uvm_arena_map(dom->arena_size, &dom->arena);
 	if (rc == 0 && uvm_stacks_start(dom) <
@@ -187,6 +189,8 @@ static int uvm_create(const struct hv_config *cfg, bool load_image,
 			uvm_write_platform_pages(dom, image_end);
 	}
 	if (rc == 0)
+		rc = uvm_devs_create(dom, load_image);
+	if (rc == 0)
 		rc = uvm_start_vcpus(dom);
 	if (rc == 0 && load_image)
 		rc = uvm_initial_vcpus(dom, entry);
@@ -205,6 +209,7 @@ static void uvm_free(struct hv_domain *hd)
 	uvm_stop_all(dom, HV_SHUTDOWN_DESTROYED, 0, "domain destroyed");
 	for (unsigned i = 0; i < dom->nr_vcpus; i++)
 		uvm_vcpu_join(&dom->vcpus[i]);
+	uvm_devs_free(dom);
 	uvm_dirty_free(dom->dirty);
 	uvm_console_free(dom->console);
 	uvm_arena_unmap(dom->arena, dom->arena_size);
@@ -221,14 +226,25 @@ static const struct hv_config *uvm_get_config(const struct hv_domain *hd)
 	return &((const struct uvm_domain *)hd)->cfg;
 }
 
+/* vCPUs first, then the back ends, so nothing touches guest memory. */
 static int uvm_pause(struct hv_domain *hd, struct hv_pause_info *info)
 {
-	return uvm_pause_all(uvm_dom(hd), info);
+	struct uvm_domain *dom = uvm_dom(hd);
+	int rc = uvm_pause_all(dom, info);
+
+	if (rc == 0)
+		rc = uvm_devs_quiesce(dom);
+	return rc;
 }
 
 static int uvm_unpause(struct hv_domain *hd)
 {
-	return uvm_unpause_all(uvm_dom(hd));
+	struct uvm_domain *dom = uvm_dom(hd);
+	int rc = uvm_unpause_all(dom);
+
+	if (rc == 0)
+		uvm_devs_resume(dom);
+	return rc;
 }
 
 static bool uvm_is_paused(const struct hv_domain *hd)
@@ -372,26 +388,12 @@ static int uvm_vcpu_load(struct hv_domain *hd, unsigned i,
 
 static unsigned uvm_nr_devices(const struct hv_domain *hd)
 {
-	(void)hd;
-	return 1; /* the console */
+	return 1 + ((const struct uvm_domain *)hd)->nr_devs; /* + console */
 }
 
 /* The console keeps all its state in the ring page (see console.c). */
-static int uvm_device_save(struct hv_domain *hd, unsigned idx,
-			   struct hv_device_state *st)
+static int uvm_console_load(unsigned idx, const struct hv_device_state *st)
 {
-	(void)hd;
-	(void)idx;
-	st->type = UVM_DEV_CONSOLE;
-	st->port = UVM_PORT_CONSOLE;
-	st->len = 0;
-	return 0;
-}
-
-static int uvm_device_load(struct hv_domain *hd, unsigned idx,
-			   const struct hv_device_state *st)
-{
-	(void)hd;
 	if (st->type != UVM_DEV_CONSOLE || st->port != UVM_PORT_CONSOLE ||
 	    st->len != 0) {
 		log_error("uvm: device %u: saved type %u port %u (%u bytes) is "
@@ -401,6 +403,63 @@ static int uvm_device_load(struct hv_domain *hd, unsigned idx,
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static int uvm_device_save(struct hv_domain *hd, unsigned idx,
+			   struct hv_device_state *st)
+{
+	struct uvm_domain *dom = uvm_dom(hd);
+	struct uvm_dev *dev;
+
+	if (!dom->paused)
+		return -EBUSY;
+	if (idx == 0) {
+		st->type = UVM_DEV_CONSOLE;
+		st->port = UVM_PORT_CONSOLE;
+		st->len = 0;
+		return 0;
+	}
+	dev = dom->devs[idx - 1];
+	st->type = dev->ops->type;
+	st->port = dev->port;
+	return dev->ops->save(dev, st);
+}
+
+static int uvm_device_load(struct hv_domain *hd, unsigned idx,
+			   const struct hv_device_state *st)
+{
+	struct uvm_domain *dom = uvm_dom(hd);
+	struct uvm_dev *dev;
+
+	if (!dom->paused)
+		return -EBUSY;
+	if (idx == 0)
+		return uvm_console_load(idx, st);
+	dev = dom->devs[idx - 1];
+	if (st->type != dev->ops->type || st->port != dev->port) {
+		log_error("uvm: device %u: saved type %u port %u, but this host "
+			  "has a %s device (type %u port %u) there; give the "
+			  "same --disk/--listen devices as the saved guest had",
+			  idx, st->type, st->port, dev->ops->name,
+			  dev->ops->type, dev->port);
+		return -EINVAL;
+	}
+	return dev->ops->load(dev, st);
+}
+
+static int uvm_gate_hold(struct hv_domain *hd, bool hold)
+{
+	return uvm_gate_set_hold(uvm_dom(hd), hold);
+}
+
+static uint64_t uvm_gate_next(struct hv_domain *hd)
+{
+	return uvm_gate_advance(uvm_dom(hd));
+}
+
+static int uvm_gate_free(struct hv_domain *hd, uint64_t epoch)
+{
+	return uvm_gate_release(uvm_dom(hd), epoch);
 }
 
 static int uvm_platform_save(struct hv_domain *hd, struct hv_platform_state *st)
@@ -477,6 +536,9 @@ const struct hv_ops hv_uvm_ops = {
 	.platform_save = uvm_platform_save,
 	.platform_load = uvm_platform_load,
 	.platform_info = uvm_platform_info,
+	.gate_hold = uvm_gate_hold,
+	.gate_next_epoch = uvm_gate_next,
+	.gate_release = uvm_gate_free,
 	.evtchn_hook = uvm_evtchn_hook,
 	.evtchn_send = uvm_evtchn_send,
 };

@@ -71,6 +71,9 @@ struct uvm_vcpu {
 };
 
 struct uvm_console;
+struct uvm_dev;
+
+#define UVM_MAX_BACKENDS 4 /* devices beyond the console */
 
 struct uvm_domain {
 	struct hv_domain hv;             /* must be first */
@@ -91,6 +94,12 @@ struct uvm_domain {
 	int64_t clock_offset_ns;         /* guest clock = monotonic + offset */
 	hv_evtchn_hook_fn hook;
 	void *hook_arg;
+	struct uvm_dev *devs[UVM_MAX_BACKENDS]; /* table index = position + 1 */
+	unsigned nr_devs;
+	bool devs_running;               /* resumed (not quiesced) */
+	atomic_bool gate_hold;
+	_Atomic uint64_t gate_epoch;     /* epoch output is tagged with now */
+	_Atomic uint64_t gate_released;  /* highest released epoch */
 	struct uvm_xsave_info xsave;     /* from vCPU 0's first entry frame */
 	struct hv_shutdown_info shutdown;
 	unsigned nr_stopped;
@@ -144,6 +153,17 @@ void uvm_evtchn_raise(struct uvm_domain *dom, uint32_t port);
 void uvm_vcpu_save_frame(struct uvm_vcpu *v, struct hv_vcpu_state *st);
 int uvm_vcpu_load_frame(struct uvm_vcpu *v, const struct hv_vcpu_state *st);
 const char *uvm_vcpu_state_name(enum uvm_vcpu_state s);
+
+/* dev.c */
+int uvm_devs_create(struct uvm_domain *dom, bool build);
+void uvm_devs_free(struct uvm_domain *dom);
+void uvm_devs_notify(struct uvm_domain *dom, uint32_t port);
+int uvm_devs_quiesce(struct uvm_domain *dom);
+void uvm_devs_resume(struct uvm_domain *dom);
+void uvm_gate_init(struct uvm_domain *dom);
+int uvm_gate_set_hold(struct uvm_domain *dom, bool hold);
+uint64_t uvm_gate_advance(struct uvm_domain *dom);
+int uvm_gate_release(struct uvm_domain *dom, uint64_t epoch);
 
 /* console.c */
 int uvm_console_new(struct uvm_domain *dom, int fd,

@@ -53,6 +53,8 @@ static struct sigaction uvm_old_actions[NSIG];
 
 enum uvm_hc_result { UVM_HC_DONE, UVM_HC_RETRY };
 
+static void uvm_install_handlers(void);
+
 static const char *const uvm_vcpu_state_names[UVM_VCPU_NR_STATES] = {
 	[UVM_VCPU_NEW] = "new",
 	[UVM_VCPU_PARKED] = "parked",
@@ -191,6 +193,9 @@ void uvm_stop_all(struct uvm_domain *dom, enum hv_shutdown_reason reason,
 {
 	pthread_t self = pthread_self();
 
+	/* The vCPUs must reach our handlers to leave: if something replaced
+	 * them since they started, take them back first. */
+	uvm_install_handlers();
 	pthread_mutex_lock(&dom->lock);
 	if (dom->shutdown.reason == HV_SHUTDOWN_NONE) {
 		dom->shutdown.reason = reason;
@@ -238,6 +243,8 @@ static int64_t uvm_hc_notify(struct uvm_vcpu *v, uint64_t port)
 		return -EINVAL;
 	if (port == UVM_PORT_CONSOLE)
 		uvm_console_notify(dom->console);
+	else
+		uvm_devs_notify(dom, (uint32_t)port);
 	if (dom->hook != NULL)
 		dom->hook(dom->hook_arg, v->id, (uint32_t)port);
 	return 0;
@@ -389,6 +396,10 @@ static void uvm_host_signal(int sig, siginfo_t *si, void *ucv)
 		old->sa_handler(sig);
 		return;
 	}
+	log_error("uvm: %s in host code at rip 0x%llx (thread %s a vCPU)",
+		  strsignal(sig),
+		  (unsigned long long)((ucontext_t *)ucv)->uc_mcontext.gregs[REG_RIP],
+		  uvm_cur != NULL ? "of" : "not");
 	signal(sig, SIG_DFL); /* returning re-raises it with the default action */
 }
 

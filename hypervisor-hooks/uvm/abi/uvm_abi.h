@@ -74,11 +74,12 @@ enum uvm_device_type {
 };
 
 struct uvm_device_desc {
-	uint32_t type;      /* enum uvm_device_type */
+	uint32_t type;      /* enum uvm_device_type, or UVM_DEV_* of uvm_dev.h */
 	uint32_t port;      /* event channel of this device */
-	uint64_t ring_pfn;  /* first page of the shared ring */
+	uint64_t ring_pfn;  /* first page of the shared ring(s) */
 	uint32_t ring_pages;
 	uint32_t flags;
+	uint64_t config[2]; /* per type, see uvm_dev.h */
 };
 
 #define UVM_MAX_DEVICES 16

@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="build-essential clang llvm libclang-rt-14-dev
-libxxhash-dev libcmocka-dev libjson-c-dev"
+libxxhash-dev libcmocka-dev libjson-c-dev
+redis-tools redis-server netcat-openbsd"
 
 missing=""
 for p in $PKGS; do

@@ -34,6 +34,8 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/dirty.c \
              hypervisor-hooks/uvm/domain.c \
              hypervisor-hooks/uvm/elf.c \
+             hypervisor-hooks/uvm/stream.c \
+             hypervisor-hooks/uvm/stream_codec.c \
              hypervisor-hooks/uvm/vcpu.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \
@@ -102,6 +104,12 @@ build/guests/%.elf: $(GUEST_DIR)/%.c $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
 	@mkdir -p $(dir $@)
 	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) $(SDK_OBJS) $< -o $@
 
+# kvstore is several files; its parser and store also build for the host.
+KVSTORE_SRCS := $(wildcard $(GUEST_DIR)/kvstore_*.c)
+build/guests/kvstore.elf: $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
+	@mkdir -p $(dir $@)
+	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) $(SDK_OBJS) $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) -o $@
+
 # ---- sanitizer build --------------------------------------------------------
 asan:
 	$(MAKE) BUILD=build/asan build/asan/tandem $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) $(GUEST_ELFS)
@@ -115,6 +123,11 @@ build/fuzz/%: tests/fuzz/%.c transport/wire.c common/log.c
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@ -lxxhash
+
+build/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c hypervisor-hooks/uvm/stream_codec.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@
 
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do \

@@ -87,9 +87,9 @@ int uvm_devs_create(struct uvm_domain *dom, bool build)
 			rc = dev_add(dom, dev);
 	}
 	if (rc == 0 && dom->cfg.listen != NULL) {
-		log_error("uvm: the stream device (listen %s) is not built yet",
-			  dom->cfg.listen);
-		rc = -ENOTSUP;
+		rc = uvm_stream_new(dom, dom->cfg.listen, build, &dev);
+		if (rc == 0)
+			rc = dev_add(dom, dev);
 	}
 	if (rc == 0 && build)
 		dev_describe(dom);

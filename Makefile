@@ -36,6 +36,7 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/elf.c \
              hypervisor-hooks/uvm/stream.c \
              hypervisor-hooks/uvm/stream_codec.c \
+             hypervisor-hooks/uvm/stream_net.c \
              hypervisor-hooks/uvm/vcpu.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \

@@ -5,6 +5,9 @@
  * codec in stream_codec.c).  One thread per device runs an epoll loop over
  * the listening socket, the client sockets (non-blocking, edge-triggered),
  * an eventfd the guest's notifications kick and an eventfd for control.
+ * This file has the rings, the connection table, the thread and the ops;
+ * stream_net.c the sockets (listen, accept, client reads and writes);
+ * stream_int.h the state both share.
  *
  * Flow control.  At OPEN the guest grants the host UVM_STREAM_WINDOW bytes
  * for host -> guest DATA; the host reads a client only while it has credit
@@ -67,45 +70,17 @@
  *     only makes the guest look at its rings.
  */
 #include "uvm.h"
-#include "dev.h"
 #include "log.h"
-#include "stream_codec.h"
-#include "uvm_dev.h"
+#include "stream_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/queue.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-#define STREAM_RING_BYTES ((uint64_t)UVM_STREAM_RING_PAGES * UVM_PAGE_SIZE)
-#define STREAM_SEGS 32          /* epoch runs kept per conn, then merged */
-#define STREAM_TX_BUDGET 256    /* tx messages taken per pass */
-#define STREAM_READ_BUDGET 64   /* client reads per pass */
-#define STREAM_ROUNDS 16        /* passes before looking at control again */
-#define STREAM_EVENTS 64
-#define STREAM_BACKLOG 128
-#define STREAM_PEER_LEN 64
-#define STREAM_RETRY_MS 250     /* accept again after running out of fds */
-
-enum uvm_stream_conn_state {
-	UVM_STREAM_CONN_FREE = 0,
-	UVM_STREAM_CONN_OPEN,
-	UVM_STREAM_CONN_CLIENT_DONE,
-	UVM_STREAM_CONN_GUEST_DONE,
-	UVM_STREAM_CONN_CLOSING,
-	UVM_STREAM_CONN_NR_STATES
-};
 
 static const char *const uvm_stream_state_names[] = {
 	[UVM_STREAM_CONN_FREE] = "FREE",
@@ -114,99 +89,6 @@ static const char *const uvm_stream_state_names[] = {
 	[UVM_STREAM_CONN_GUEST_DONE] = "GUEST_DONE",
 	[UVM_STREAM_CONN_CLOSING] = "CLOSING",
 };
-
-/* What the controller wants of the thread. */
-enum uvm_stream_run {
-	UVM_STREAM_RUN = 0,
-	UVM_STREAM_PARK,
-	UVM_STREAM_STOP,
-};
-
-/* epoll tags: kind in the low byte, conn id above it, fd in the top half. */
-enum uvm_stream_tag {
-	UVM_STREAM_TAG_LISTEN = 1,
-	UVM_STREAM_TAG_KICK,
-	UVM_STREAM_TAG_CTL,
-	UVM_STREAM_TAG_CLIENT,
-};
-
-/* Work queues a connection can be on. */
-enum uvm_stream_q {
-	UVM_STREAM_Q_CTL = 0,  /* owes the guest OPEN, CREDIT or CLOSE */
-	UVM_STREAM_Q_READ,     /* client readable and the guest gave credit */
-	UVM_STREAM_Q_OUT,      /* guest output held, or a close to carry out */
-	UVM_STREAM_Q_NR
-};
-
-/* A run of guest output bytes taken in one gate epoch. */
-struct uvm_stream_seg {
-	uint64_t epoch;
-	uint64_t end;  /* o_in after its last byte */
-};
-
-struct uvm_stream_conn {
-	uint32_t id;
-	enum uvm_stream_conn_state state;
-	int fd;                    /* -1 once closed, or after a load */
-	char peer[STREAM_PEER_LEN];
-	bool open_sent, close_sent, close_got, close_want;
-	bool rd_eof;               /* nothing more is read from the client */
-	bool sock_dead;            /* writes failed: output is discarded */
-	bool readable, writable;   /* edge-triggered readiness */
-	uint32_t host_credit;      /* host -> guest bytes we may still send */
-	uint32_t guest_credit;     /* guest -> host bytes it may still send */
-	uint32_t credit_owed;      /* written to the client, not yet granted */
-	uint8_t *obuf;             /* UVM_STREAM_WINDOW bytes, as a ring */
-	uint64_t o_in, o_out, o_rel; /* appended, written, released (ever) */
-	struct uvm_stream_seg seg[STREAM_SEGS];
-	unsigned seg_head, nr_seg;
-	uint64_t close_epoch;      /* gate epoch of the guest's CLOSE */
-	bool on[UVM_STREAM_Q_NR];
-	TAILQ_ENTRY(uvm_stream_conn) link[UVM_STREAM_Q_NR];
-};
-
-TAILQ_HEAD(uvm_stream_connq, uvm_stream_conn);
-
-struct uvm_stream_stats {
-	uint64_t accepted, refused, bytes_in, bytes_out;
-	uint64_t drop_unknown;  /* guest messages for ids it does not have */
-	uint64_t drop_closed;   /* guest messages after its own CLOSE */
-	uint64_t drop_bytes;    /* guest bytes for clients that are gone */
-	uint64_t violations;
-};
-
-struct uvm_stream {
-	struct uvm_dev dev;        /* must be first */
-	char *listen;
-	int lfd, epfd, kick_fd, ctl_fd;
-	bool listen_paused;        /* out of descriptors: accept later */
-	bool fds_short;            /* said so in the log; cleared by an accept */
-	struct timespec retry_at;  /* while paused: when to try again */
-	pthread_t thread;
-	bool thread_started;
-	pthread_mutex_t lock;      /* guards want and parked */
-	pthread_cond_t cond;
-	enum uvm_stream_run want;
-	bool parked;
-	/* The thread's, or the controller's while the thread is parked. */
-	bool sync_indices;         /* take tx cons / rx prod from memory */
-	bool raise_on_resume;
-	bool broken, torn_down;
-	struct uvm_bytering *tx, *rx;
-	struct uvm_scodec_ring txr, rxr;
-	uint32_t tx_cons, rx_prod; /* the host's own indices */
-	bool rx_wait;              /* something waits for rx space */
-	struct uvm_stream_conn *conn[UVM_STREAM_MAX_CONNS + 1];
-	struct uvm_stream_connq q[UVM_STREAM_Q_NR];
-	struct uvm_stream_stats st;
-	char why[160];
-	uint8_t rbuf[UVM_STREAM_MAX_DATA];
-};
-
-static struct uvm_stream *uvm_stream_of(struct uvm_dev *dev)
-{
-	return (struct uvm_stream *)dev;
-}
 
 /* ---- failures ------------------------------------------------------------ */
 
@@ -273,8 +155,8 @@ static bool uvm_stream_event_in(uint32_t ev, uint32_t old, uint32_t new)
 
 /* ---- connection state and queues ------------------------------------------ */
 
-static void uvm_stream_set_state(struct uvm_stream_conn *c,
-				 enum uvm_stream_conn_state to)
+void uvm_stream_set_state(struct uvm_stream_conn *c,
+			  enum uvm_stream_conn_state to)
 {
 	if (c->state == to)
 		return;
@@ -293,8 +175,8 @@ static void uvm_stream_q_set(struct uvm_stream *s, struct uvm_stream_conn *c,
 	c->on[q] = want;
 }
 
-static struct uvm_stream_conn *uvm_stream_q_pop(struct uvm_stream *s,
-						enum uvm_stream_q q)
+struct uvm_stream_conn *uvm_stream_q_pop(struct uvm_stream *s,
+					 enum uvm_stream_q q)
 {
 	struct uvm_stream_conn *c = TAILQ_FIRST(&s->q[q]);
 
@@ -321,30 +203,12 @@ static bool uvm_stream_wants_out(const struct uvm_stream_conn *c)
 }
 
 /* Put c on exactly the queues its state calls for (keeping its place). */
-static void uvm_stream_requeue(struct uvm_stream *s, struct uvm_stream_conn *c)
+void uvm_stream_requeue(struct uvm_stream *s, struct uvm_stream_conn *c)
 {
 	uvm_stream_q_set(s, c, UVM_STREAM_Q_CTL, uvm_stream_wants_ctl(c));
 	uvm_stream_q_set(s, c, UVM_STREAM_Q_READ, uvm_stream_wants_read(c));
 	uvm_stream_q_set(s, c, UVM_STREAM_Q_OUT, uvm_stream_wants_out(c));
 }
-
-/* Shut and close a client socket.  Unread input is drained first: closing
- * with unread data makes the kernel reset the connection and drop what is
- * still queued for the client. */
-static void uvm_stream_close_fd(struct uvm_stream *s, struct uvm_stream_conn *c)
-{
-	if (c->fd < 0)
-		return;
-	(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	(void)shutdown(c->fd, SHUT_WR);
-	for (int i = 0; i < 16; i++)
-		if (recv(c->fd, s->rbuf, sizeof(s->rbuf), MSG_DONTWAIT) <= 0)
-			break;
-	close(c->fd);
-	c->fd = -1;
-}
-
-static void uvm_stream_listen_pause(struct uvm_stream *s, bool pause);
 
 static void uvm_stream_conn_free(struct uvm_stream *s, struct uvm_stream_conn *c)
 {
@@ -359,9 +223,8 @@ static void uvm_stream_conn_free(struct uvm_stream *s, struct uvm_stream_conn *c
 }
 
 /* The client went away (EOF, or an error when `dead`). */
-static void uvm_stream_client_gone(struct uvm_stream *s,
-				   struct uvm_stream_conn *c, const char *why,
-				   bool dead)
+void uvm_stream_client_gone(struct uvm_stream *s, struct uvm_stream_conn *c,
+			    const char *why, bool dead)
 {
 	log_debug("uvm: stream: conn %u: client %s %s", c->id, c->peer, why);
 	c->rd_eof = true;
@@ -432,33 +295,6 @@ static void uvm_stream_discard(struct uvm_stream *s, struct uvm_stream_conn *c)
 	c->credit_owed += (uint32_t)n;
 	c->o_out = c->o_rel = c->o_in;
 	c->nr_seg = 0;
-}
-
-/* Write released output while the socket takes it. */
-static void uvm_stream_write_out(struct uvm_stream *s, struct uvm_stream_conn *c)
-{
-	while (c->o_out < c->o_rel && c->writable && !c->sock_dead) {
-		uint32_t at = (uint32_t)(c->o_out % UVM_STREAM_WINDOW);
-		uint64_t n = c->o_rel - c->o_out;
-		ssize_t w;
-
-		if (n > UVM_STREAM_WINDOW - at)
-			n = UVM_STREAM_WINDOW - at;
-		w = send(c->fd, c->obuf + at, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			c->writable = false;
-			break;
-		}
-		if (w < 0) {
-			uvm_stream_client_gone(s, c, strerror(errno), true);
-			break;
-		}
-		c->o_out += (uint64_t)w;
-		c->credit_owed += (uint32_t)w;
-		s->st.bytes_out += (uint64_t)w;
-	}
 }
 
 /* The guest closed and everything it sent before is out (or moot). */
@@ -673,9 +509,9 @@ static bool uvm_stream_rx_space(struct uvm_stream *s, uint32_t *space)
 }
 
 /* Put one message on rx; -ENOSPC when it does not fit. */
-static int uvm_stream_put(struct uvm_stream *s, uint16_t type, uint32_t conn,
-			  uint32_t arg, const void *payload, uint32_t len,
-			  uint32_t *space)
+int uvm_stream_put(struct uvm_stream *s, uint16_t type, uint32_t conn,
+		   uint32_t arg, const void *payload, uint32_t len,
+		   uint32_t *space)
 {
 	struct uvm_stream_hdr h = { .type = type, .conn = conn, .len = len,
 				    .arg = arg };
@@ -743,55 +579,6 @@ static bool uvm_stream_send_ctl(struct uvm_stream *s, uint32_t *space)
 			uvm_stream_conn_free(s, c);
 		else
 			uvm_stream_requeue(s, c);
-	}
-	return progress;
-}
-
-/* One read from a client into one DATA message. */
-static void uvm_stream_read_one(struct uvm_stream *s, struct uvm_stream_conn *c,
-				uint32_t *space)
-{
-	uint32_t max = *space - UVM_SCODEC_HDR_SIZE;
-	ssize_t n;
-
-	if (max > c->host_credit)
-		max = c->host_credit;
-	if (max > UVM_STREAM_MAX_DATA)
-		max = UVM_STREAM_MAX_DATA;
-	do
-		n = recv(c->fd, s->rbuf, max, MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n > 0) {
-		if (uvm_stream_put(s, UVM_STREAM_DATA, c->id, 0, s->rbuf,
-				   (uint32_t)n, space) == 0) {
-			c->host_credit -= (uint32_t)n;
-			s->st.bytes_in += (uint64_t)n;
-		}
-	} else if (n == 0) {
-		uvm_stream_client_gone(s, c, "closed its side", false);
-		return;
-	} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-		c->readable = false;
-	} else {
-		uvm_stream_client_gone(s, c, strerror(errno), true);
-		return;
-	}
-	uvm_stream_requeue(s, c); /* at the tail again: round robin */
-}
-
-static bool uvm_stream_read_clients(struct uvm_stream *s, uint32_t *space)
-{
-	struct uvm_stream_conn *c;
-	bool progress = false;
-
-	for (int i = 0; i < STREAM_READ_BUDGET && !s->broken; i++) {
-		if (*space < uvm_scodec_msg_bytes(1))
-			break;
-		c = uvm_stream_q_pop(s, UVM_STREAM_Q_READ);
-		if (c == NULL)
-			break;
-		uvm_stream_read_one(s, c, space);
-		progress = true;
 	}
 	return progress;
 }
@@ -878,194 +665,6 @@ static bool uvm_stream_service(struct uvm_stream *s)
 	if (s->broken && !s->torn_down)
 		uvm_stream_teardown(s);
 	return !s->broken;
-}
-
-/* ---- sockets ------------------------------------------------------------- */
-
-static void uvm_stream_peer_name(const struct sockaddr_storage *ss,
-				 char *buf, size_t len)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		port = ntohs(a->sin_port);
-		snprintf(buf, len, "%s:%u", host, port);
-	} else {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		port = ntohs(a->sin6_port);
-		snprintf(buf, len, "[%s]:%u", host, port);
-	}
-}
-
-static uint64_t uvm_stream_tag(enum uvm_stream_tag kind, uint32_t id, int fd)
-{
-	return (uint64_t)kind | (uint64_t)id << 8 | (uint64_t)(uint32_t)fd << 32;
-}
-
-static int uvm_stream_epoll_add(struct uvm_stream *s, int fd, uint32_t events,
-				uint64_t tag)
-{
-	struct epoll_event ev = { .events = events, .data.u64 = tag };
-
-	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
-}
-
-static uint32_t uvm_stream_free_id(const struct uvm_stream *s)
-{
-	for (uint32_t id = 1; id <= UVM_STREAM_MAX_CONNS; id++)
-		if (s->conn[id] == NULL)
-			return id;
-	return 0;
-}
-
-static struct uvm_stream_conn *uvm_stream_conn_new(struct uvm_stream *s,
-						   uint32_t id, int fd)
-{
-	struct uvm_stream_conn *c = calloc(1, sizeof(*c));
-
-	if (c == NULL)
-		return NULL;
-	c->id = id;
-	c->fd = fd;
-	c->writable = true;
-	s->conn[id] = c;
-	return c;
-}
-
-static void uvm_stream_accept_one(struct uvm_stream *s, int fd,
-				  const struct sockaddr_storage *ss)
-{
-	uint32_t id = uvm_stream_free_id(s);
-	struct uvm_stream_conn *c;
-	char peer[STREAM_PEER_LEN];
-	int one = 1;
-
-	uvm_stream_peer_name(ss, peer, sizeof(peer));
-	c = id ? uvm_stream_conn_new(s, id, fd) : NULL;
-	if (c == NULL || uvm_stream_epoll_add(s, fd, EPOLLIN | EPOLLOUT |
-					      EPOLLRDHUP | EPOLLET,
-					      uvm_stream_tag(UVM_STREAM_TAG_CLIENT,
-							     id, fd)) != 0) {
-		s->st.refused++;
-		if ((s->st.refused & (s->st.refused - 1)) == 0) /* 1, 2, 4.. */
-			log_warn("uvm: stream: client %s refused: %s", peer,
-				 id ? "out of memory" : "all connection ids in use");
-		if (c != NULL)
-			s->conn[id] = NULL;
-		free(c);
-		close(fd);
-		return;
-	}
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	snprintf(c->peer, sizeof(c->peer), "%s", peer);
-	s->st.accepted++;
-	log_debug("uvm: stream: conn %u: client %s connected", id, peer);
-	uvm_stream_set_state(c, UVM_STREAM_CONN_OPEN);
-	uvm_stream_requeue(s, c);
-}
-
-/* Out of descriptors: stop polling the listener until a client leaves or
- * STREAM_RETRY_MS pass. */
-static void uvm_stream_listen_pause(struct uvm_stream *s, bool pause)
-{
-	struct epoll_event ev = {
-		.events = pause ? 0 : EPOLLIN,
-		.data.u64 = uvm_stream_tag(UVM_STREAM_TAG_LISTEN, 0, s->lfd) };
-
-	if (pause == s->listen_paused || s->lfd < 0)
-		return;
-	if (pause && !s->fds_short)
-		log_warn("uvm: stream: accept on %s: %s; new clients wait",
-			 s->listen, strerror(errno));
-	s->fds_short |= pause;
-	if (pause) {
-		clock_gettime(CLOCK_MONOTONIC, &s->retry_at);
-		s->retry_at.tv_nsec += STREAM_RETRY_MS * 1000000L;
-		s->retry_at.tv_sec += s->retry_at.tv_nsec / 1000000000L;
-		s->retry_at.tv_nsec %= 1000000000L;
-	}
-	(void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev);
-	s->listen_paused = pause;
-}
-
-static void uvm_stream_accept(struct uvm_stream *s)
-{
-	for (int i = 0; i < STREAM_EVENTS && s->lfd >= 0; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		int fd = accept4(s->lfd, (struct sockaddr *)&ss, &len,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd >= 0) {
-			s->fds_short = false;
-			uvm_stream_accept_one(s, fd, &ss);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM)
-			uvm_stream_listen_pause(s, true);
-		break;
-	}
-}
-
-static void uvm_stream_on_client(struct uvm_stream *s, uint32_t id, int fd,
-				 uint32_t events)
-{
-	struct uvm_stream_conn *c = id <= UVM_STREAM_MAX_CONNS ? s->conn[id]
-								: NULL;
-
-	if (c == NULL || c->fd != fd)
-		return; /* an event of a socket closed in this batch */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		c->readable = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		c->writable = true;
-	uvm_stream_requeue(s, c);
-}
-
-static void uvm_stream_drain_fd(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-}
-
-/* Sleep until something happens (timeout 0: only collect events). */
-static void uvm_stream_wait(struct uvm_stream *s, int timeout)
-{
-	struct epoll_event ev[STREAM_EVENTS];
-	int n = epoll_wait(s->epfd, ev, STREAM_EVENTS, timeout);
-
-	for (int i = 0; i < n; i++) {
-		uint64_t tag = ev[i].data.u64;
-
-		switch ((enum uvm_stream_tag)(tag & 0xff)) {
-		case UVM_STREAM_TAG_LISTEN:
-			if (!s->broken)
-				uvm_stream_accept(s);
-			break;
-		case UVM_STREAM_TAG_KICK:
-			uvm_stream_drain_fd(s->kick_fd);
-			break;
-		case UVM_STREAM_TAG_CTL:
-			uvm_stream_drain_fd(s->ctl_fd);
-			break;
-		case UVM_STREAM_TAG_CLIENT:
-			uvm_stream_on_client(s, (uint32_t)(tag >> 8) & 0xffffff,
-					     (int)(uint32_t)(tag >> 32),
-					     ev[i].events);
-			break;
-		}
-	}
 }
 
 /* ---- the thread ------------------------------------------------------------ */
@@ -1391,99 +990,6 @@ static const struct uvm_dev_ops uvm_stream_ops = {
 };
 
 /* ---- creation ---------------------------------------------------------------- */
-
-/* "A.B.C.D:PORT" or "[IPV6]:PORT" (numeric only; port 0 picks one). */
-static int uvm_stream_parse_addr(const char *listen,
-				 struct sockaddr_storage *ss, socklen_t *len)
-{
-	struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-	bool bracket = listen[0] == '[';
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *port, *end;
-	unsigned long p;
-	size_t hlen;
-	char *stop;
-
-	memset(ss, 0, sizeof(*ss));
-	end = bracket ? strchr(listen, ']') : strrchr(listen, ':');
-	if (end == NULL || (bracket && end[1] != ':'))
-		return -EINVAL;
-	hlen = (size_t)(end - listen) - bracket;
-	port = end + 1 + bracket;
-	if (hlen == 0 || hlen >= sizeof(host) || *port < '0' || *port > '9')
-		return -EINVAL;
-	memcpy(host, listen + bracket, hlen);
-	host[hlen] = '\0';
-	errno = 0;
-	p = strtoul(port, &stop, 10);
-	if (errno != 0 || *stop != '\0' || p > 65535)
-		return -EINVAL;
-	if (!bracket && inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons((uint16_t)p);
-		*len = sizeof(*v4);
-		return 0;
-	}
-	if (bracket && inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons((uint16_t)p);
-		*len = sizeof(*v6);
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static int uvm_stream_listen_on(struct uvm_stream *s)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = 0;
-	char name[STREAM_PEER_LEN];
-	int one = 1, rc;
-
-	if (uvm_stream_parse_addr(s->listen, &ss, &len) != 0) {
-		log_error("uvm: stream: listen address \"%s\": want A.B.C.D:PORT "
-			  "or [IPV6]:PORT", s->listen);
-		return -EINVAL;
-	}
-	s->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-			0);
-	if (s->lfd < 0 ||
-	    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(s->lfd, (struct sockaddr *)&ss, len) ||
-	    listen(s->lfd, STREAM_BACKLOG) ||
-	    getsockname(s->lfd, (struct sockaddr *)&ss, &len)) {
-		rc = -errno;
-		log_error("uvm: stream: listen on %s: %s", s->listen,
-			  strerror(-rc));
-		return rc;
-	}
-	uvm_stream_peer_name(&ss, name, sizeof(name));
-	log_info("uvm: stream device listening on %s", name);
-	return uvm_stream_epoll_add(s, s->lfd, EPOLLIN,
-				    uvm_stream_tag(UVM_STREAM_TAG_LISTEN, 0,
-						   s->lfd));
-}
-
-static int uvm_stream_fds(struct uvm_stream *s)
-{
-	int rc;
-
-	s->epfd = epoll_create1(EPOLL_CLOEXEC);
-	s->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	s->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->epfd < 0 || s->kick_fd < 0 || s->ctl_fd < 0) {
-		rc = -errno;
-		log_error("uvm: stream: epoll/eventfd: %s", strerror(-rc));
-		return rc;
-	}
-	rc = uvm_stream_epoll_add(s, s->kick_fd, EPOLLIN,
-				  uvm_stream_tag(UVM_STREAM_TAG_KICK, 0, 0));
-	if (rc == 0)
-		rc = uvm_stream_epoll_add(s, s->ctl_fd, EPOLLIN,
-					  uvm_stream_tag(UVM_STREAM_TAG_CTL, 0, 0));
-	return rc;
-}
 
 /* Map both rings; on a fresh guest initialise them and the table entry. */
 static int uvm_stream_rings(struct uvm_stream *s, bool build)

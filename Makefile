@@ -63,7 +63,7 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,$(GUEST_DIR)/sdk/guest.ld \
              -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,max-page-size=4096
 SDK_SRCS  := $(wildcard $(GUEST_DIR)/sdk/*.c) $(GUEST_DIR)/sdk/crt0.S
 SDK_OBJS  := $(patsubst $(GUEST_DIR)/sdk/%,build/guests/sdk/%.o,$(SDK_SRCS))
-GUESTS    := pagetest memstress vecguest hcbench blktest
+GUESTS    := pagetest memstress vecguest hcbench blktest kvstore
 GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
 
 .PHONY: all deps demo test test-unit test-integration asan fuzz bench clean
@@ -88,6 +88,13 @@ $(TANDEM): $(CLI_OBJS) $(LIB)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -lcmocka
+
+# The kvstore guest's parser, store and log format also build for the host.
+KVSTORE_HOST_SRCS := $(addprefix hypervisor-hooks/uvm/guest/,kvstore_resp.c \
+             kvstore_db.c kvstore_cmd.c kvstore_log.c)
+$(BUILD)/tests/test_kvstore_resp: tests/unit/test_kvstore_resp.c $(KVSTORE_HOST_SRCS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(KVSTORE_HOST_SRCS) $(LIB) -o $@ $(LDLIBS) -lcmocka
 
 $(BUILD)/bench/%: benchmarks/%.c benchmarks/benchlib.c benchmarks/benchlib.h $(LIB)
 	@mkdir -p $(dir $@)

@@ -59,4 +59,14 @@ for b in build/bench/bench_*; do
 	echo "### $name: exit $rc, $(( $(date +%s) - start )) s"
 	[ "$rc" -eq 0 ] || status=1
 done
+for s in benchmarks/bench_*.sh; do
+	[ -x "$s" ] || continue
+	echo
+	echo "### $s $( [ "$quick" -eq 1 ] && echo --quick)"
+	# shellcheck disable=SC2046
+	"$s" $( [ "$quick" -eq 1 ] && echo --quick)
+	rc=$?
+	echo "### $(basename "$s"): exit $rc"
+	[ "$rc" -eq 0 ] || status=1
+done
 exit $status

@@ -28,6 +28,7 @@
 #include "uvm.h"
 #include "dev.h"
 #include "log.h"
+#include "unaligned.h"
 #include "uvm_dev.h"
 
 #include <errno.h>
@@ -344,32 +345,6 @@ static void blk_release(struct uvm_dev *dev, uint64_t epoch)
 	blk_wake(dev);
 }
 
-static void blk_put32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static void blk_put64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static uint32_t blk_get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static uint64_t blk_get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
 /*
  * State blob (host byte order, x86-64): u32 version, u32 count, u32
  * req_cons, u32 rsp_prod_pvt, u64 sectors, then count raw requests.
@@ -380,11 +355,11 @@ static int blk_save(struct uvm_dev *dev, struct hv_device_state *st)
 	size_t rs = sizeof(struct uvm_blk_req);
 
 	pthread_mutex_lock(&b->lock);
-	blk_put32(st->blob, BLK_STATE_VERSION);
-	blk_put32(st->blob + 4, b->nr_inflight);
-	blk_put32(st->blob + 8, b->ring.req_cons);
-	blk_put32(st->blob + 12, b->ring.rsp_prod_pvt);
-	blk_put64(st->blob + 16, b->sectors);
+	put_u32(st->blob, BLK_STATE_VERSION);
+	put_u32(st->blob + 4, b->nr_inflight);
+	put_u32(st->blob + 8, b->ring.req_cons);
+	put_u32(st->blob + 12, b->ring.rsp_prod_pvt);
+	put_u64(st->blob + 16, b->sectors);
 	for (unsigned i = 0; i < b->nr_inflight; i++)
 		memcpy(st->blob + BLK_STATE_FIXED + i * rs, &b->inflight[i].req, rs);
 	st->len = (uint32_t)(BLK_STATE_FIXED + b->nr_inflight * rs);
@@ -419,14 +394,14 @@ static int blk_load(struct uvm_dev *dev, const struct hv_device_state *st)
 	size_t rs = sizeof(struct uvm_blk_req);
 	uint32_t n, cons, prod_pvt;
 
-	if (st->len < BLK_STATE_FIXED || blk_get32(st->blob) != BLK_STATE_VERSION) {
+	if (st->len < BLK_STATE_FIXED || get_u32(st->blob) != BLK_STATE_VERSION) {
 		log_error("uvm: block: saved state of %u bytes is not version %d",
 			  st->len, BLK_STATE_VERSION);
 		return -EINVAL;
 	}
-	n = blk_get32(st->blob + 4);
-	cons = blk_get32(st->blob + 8);
-	prod_pvt = blk_get32(st->blob + 12);
+	n = get_u32(st->blob + 4);
+	cons = get_u32(st->blob + 8);
+	prod_pvt = get_u32(st->blob + 12);
 	if (n > BLK_MAX_INFLIGHT || n > UVM_RING_SIZE(&b->ring) ||
 	    st->len != BLK_STATE_FIXED + n * rs || cons - prod_pvt != n) {
 		log_error("uvm: block: saved state is inconsistent: %" PRIu32
@@ -434,10 +409,10 @@ static int blk_load(struct uvm_dev *dev, const struct hv_device_state *st)
 			  ", %u bytes", n, cons, prod_pvt, st->len);
 		return -EINVAL;
 	}
-	if (blk_get64(st->blob + 16) != b->sectors) {
+	if (get_u64(st->blob + 16) != b->sectors) {
 		log_error("uvm: block: disk %s has %" PRIu64 " sectors, the saved "
 			  "back end served %" PRIu64, b->path, b->sectors,
-			  blk_get64(st->blob + 16));
+			  get_u64(st->blob + 16));
 		return -EINVAL;
 	}
 	if (blk_check_table(b) != 0)

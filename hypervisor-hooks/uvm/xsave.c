@@ -12,6 +12,7 @@
  */
 #include "uvm.h"
 #include "log.h"
+#include "unaligned.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,32 +31,6 @@
 #define XS_FCW_INIT 0x37f
 #define XS_MXCSR_INIT 0x1f80
 
-static uint32_t xs_get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static uint64_t xs_get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static void xs_put16(uint8_t *p, uint16_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
-static void xs_put32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, sizeof(v));
-}
-
 static const uint8_t *xs_area(const ucontext_t *uc)
 {
 	return (const uint8_t *)uc->uc_mcontext.fpregs;
@@ -66,12 +41,12 @@ static uint32_t xs_frame_info(const ucontext_t *uc, uint64_t *features)
 {
 	const uint8_t *a = xs_area(uc);
 
-	if (xs_get32(a + XS_SW_OFF) != XS_MAGIC1) {
+	if (get_u32(a + XS_SW_OFF) != XS_MAGIC1) {
 		*features = 0x3; /* x87 | SSE */
 		return XS_LEGACY_LEN;
 	}
-	*features = xs_get64(a + XS_SW_OFF + 8);
-	return xs_get32(a + XS_SW_OFF + 16);
+	*features = get_u64(a + XS_SW_OFF + 8);
+	return get_u32(a + XS_SW_OFF + 16);
 }
 
 int uvm_xsave_frame_len(const ucontext_t *uc, uint32_t *len)
@@ -97,7 +72,7 @@ static int xs_check_header(const struct hv_vcpu_state *st, uint64_t frame_featur
 			   char *why, size_t whylen)
 {
 	const uint8_t *hdr = st->xsave + XS_HDR_OFF;
-	uint64_t bv, mxcsr = xs_get32(st->xsave + XS_MXCSR_OFF);
+	uint64_t bv, mxcsr = get_u32(st->xsave + XS_MXCSR_OFF);
 
 	if ((mxcsr & 0xffff0000u) != 0) {
 		snprintf(why, whylen, "MXCSR 0x%" PRIx64 " sets reserved bits",
@@ -111,7 +86,7 @@ static int xs_check_header(const struct hv_vcpu_state *st, uint64_t frame_featur
 			 " bytes cuts its header", st->xsave_len);
 		return -EINVAL;
 	}
-	bv = xs_get64(hdr);
+	bv = get_u64(hdr);
 	if ((bv & ~frame_features) != 0 || (bv & ~st->xfeatures) != 0) {
 		snprintf(why, whylen, "XSAVE header features 0x%" PRIx64
 			 " exceed the saved 0x%" PRIx64 " or this host's 0x%" PRIx64,
@@ -164,8 +139,8 @@ void uvm_xsave_reset(struct hv_vcpu_state *st, const ucontext_t *uc)
 {
 	uvm_xsave_from_frame(uc, st);
 	memset(st->xsave, 0, XS_SW_OFF);
-	xs_put16(st->xsave + XS_FCW_OFF, XS_FCW_INIT);
-	xs_put32(st->xsave + XS_MXCSR_OFF, XS_MXCSR_INIT);
+	put_u16(st->xsave + XS_FCW_OFF, XS_FCW_INIT);
+	put_u32(st->xsave + XS_MXCSR_OFF, XS_MXCSR_INIT);
 	memcpy(st->xsave + XS_MXCSR_MASK_OFF, xs_area(uc) + XS_MXCSR_MASK_OFF, 4);
 	if (st->xsave_len > XS_SW_END)
 		memset(st->xsave + XS_SW_END, 0, st->xsave_len - XS_SW_END);

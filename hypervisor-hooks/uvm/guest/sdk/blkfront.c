@@ -18,19 +18,6 @@
 #include "uvm_dev.h"
 #include "blkfront.h"
 
-#ifndef EIO
-#define EIO 5
-#endif
-#ifndef ENOMEM
-#define ENOMEM 12
-#endif
-#ifndef ENODEV
-#define ENODEV 19
-#endif
-#ifndef EINVAL
-#define EINVAL 22
-#endif
-
 #define BLKFRONT_SECT_SHIFT 9
 #define BLKFRONT_BOUNCE_PAGES UVM_BLK_MAX_SEGS
 #define BLKFRONT_MAX_INFLIGHT 64

@@ -24,6 +24,13 @@
 #include "hypercall.h"
 #include "uvm_abi.h"
 
+/* errno values (Linux numbering) for freestanding guest code, which has
+ * no <errno.h>; hypercalls return them negated. */
+#define EIO 5
+#define ENOMEM 12
+#define ENODEV 19
+#define EINVAL 22
+
 /* ---- guest entry points (defined by the guest program) ---- */
 int main(const struct uvm_start_info *si);
 void secondary_main(const struct uvm_start_info *si, unsigned vcpu);

@@ -30,16 +30,6 @@
 #include "uvm_dev.h"
 #include "streamfront.h"
 
-#ifndef EIO
-#define EIO 5
-#endif
-#ifndef ENOMEM
-#define ENOMEM 12
-#endif
-#ifndef ENODEV
-#define ENODEV 19
-#endif
-
 #define SF_HDR ((uint32_t)sizeof(struct uvm_stream_hdr))
 #define SF_ALIGN(n) (((n) + UVM_STREAM_ALIGN - 1) & ~(uint32_t)(UVM_STREAM_ALIGN - 1))
 #define SF_RBUF_PAGES (UVM_STREAM_WINDOW / UVM_PAGE_SIZE)

@@ -137,6 +137,11 @@ build/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c hypervisor-hooks/uvm/stream_cod
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@
 
+build/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c $(KVSTORE_HOST_SRCS)
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@
+
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do \
 		name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \

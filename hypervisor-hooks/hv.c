@@ -193,6 +193,14 @@ int hv_vcpu_load(struct hv_domain *dom, unsigned vcpu,
 	return rc ? rc : dom->ops->vcpu_load(dom, vcpu, st);
 }
 
+int hv_vcpu_stats(struct hv_domain *dom, unsigned vcpu,
+		  struct hv_vcpu_stats *st)
+{
+	int rc = hv_check_vcpu(dom, vcpu);
+
+	return rc ? rc : dom->ops->vcpu_stats(dom, vcpu, st);
+}
+
 unsigned hv_nr_devices(const struct hv_domain *dom)
 {
 	return dom->ops->nr_devices(dom);

@@ -164,6 +164,14 @@ int hv_vcpu_save(struct hv_domain *dom, unsigned vcpu,
 		 struct hv_vcpu_state *st);
 int hv_vcpu_load(struct hv_domain *dom, unsigned vcpu,
 		 const struct hv_vcpu_state *st);
+struct hv_vcpu_stats {
+	uint64_t hypercalls;   /* exits at an event-channel boundary */
+	uint64_t preemptions;  /* parks forced by the pause bound */
+};
+
+/* Counters of a vCPU, readable at any time. */
+int hv_vcpu_stats(struct hv_domain *dom, unsigned vcpu,
+		  struct hv_vcpu_stats *st);
 unsigned hv_nr_devices(const struct hv_domain *dom);
 int hv_device_save(struct hv_domain *dom, unsigned idx,
 		   struct hv_device_state *st);

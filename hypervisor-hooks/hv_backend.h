@@ -35,6 +35,8 @@ struct hv_ops {
 			 struct hv_vcpu_state *st);
 	int (*vcpu_load)(struct hv_domain *dom, unsigned vcpu,
 			 const struct hv_vcpu_state *st);
+	int (*vcpu_stats)(struct hv_domain *dom, unsigned vcpu,
+			  struct hv_vcpu_stats *st);
 	unsigned (*nr_devices)(const struct hv_domain *dom);
 	int (*device_save)(struct hv_domain *dom, unsigned idx,
 			   struct hv_device_state *st);

@@ -94,6 +94,8 @@ static void uvm_write_platform_pages(struct uvm_domain *dom, uint64_t image_end)
 	struct uvm_shared_info *si = uvm_shared(dom);
 	struct uvm_start_info *st = uvm_start(dom);
 
+	for (unsigned v = 0; v < dom->nr_vcpus; v++)
+		si->evtchn_vcpu[UVM_PORT_TIMER(v)] = (uint8_t)v;
 	si->nr_devices = 1;
 	si->devices[0] = (struct uvm_device_desc){
 		.type = UVM_DEV_CONSOLE,
@@ -386,6 +388,16 @@ static int uvm_vcpu_load(struct hv_domain *hd, unsigned i,
 	return rc ? rc : uvm_vcpu_load_frame(v, st);
 }
 
+static int uvm_vcpu_counters(struct hv_domain *hd, unsigned i,
+			     struct hv_vcpu_stats *st)
+{
+	struct uvm_vcpu *v = &uvm_dom(hd)->vcpus[i];
+
+	st->hypercalls = __atomic_load_n(&v->hypercalls, __ATOMIC_RELAXED);
+	st->preemptions = __atomic_load_n(&v->preemptions, __ATOMIC_RELAXED);
+	return 0;
+}
+
 static unsigned uvm_nr_devices(const struct hv_domain *hd)
 {
 	return 1 + ((const struct uvm_domain *)hd)->nr_devs; /* + console */
@@ -530,6 +542,7 @@ const struct hv_ops hv_uvm_ops = {
 	.nr_vcpus = uvm_nr_vcpus,
 	.vcpu_save = uvm_vcpu_save,
 	.vcpu_load = uvm_vcpu_load,
+	.vcpu_stats = uvm_vcpu_counters,
 	.nr_devices = uvm_nr_devices,
 	.device_save = uvm_device_save,
 	.device_load = uvm_device_load,

@@ -118,14 +118,34 @@ static void uvm_set_pending(struct uvm_domain *dom, uint32_t port)
 			  1ULL << (port % 64), __ATOMIC_SEQ_CST);
 }
 
-static bool uvm_event_deliverable(struct uvm_domain *dom)
+/* The vCPU a port wakes; a binding to no such vCPU means vCPU 0. */
+static unsigned uvm_port_vcpu(struct uvm_domain *dom, unsigned port)
 {
-	struct uvm_shared_info *si = uvm_shared(dom);
+	unsigned v = __atomic_load_n(&uvm_shared(dom)->evtchn_vcpu[port],
+				     __ATOMIC_RELAXED);
 
-	for (unsigned i = 0; i < UVM_NR_EVTCHN / 64; i++)
-		if (__atomic_load_n(&si->evtchn_pending[i], __ATOMIC_ACQUIRE) &
-		    ~__atomic_load_n(&si->evtchn_mask[i], __ATOMIC_ACQUIRE))
-			return true;
+	return v < dom->nr_vcpus ? v : 0;
+}
+
+/* Is an unmasked event bound to vCPU v pending? */
+static bool uvm_event_deliverable(struct uvm_vcpu *v)
+{
+	struct uvm_shared_info *si = uvm_shared(v->dom);
+
+	for (unsigned i = 0; i < UVM_NR_EVTCHN / 64; i++) {
+		uint64_t ready = __atomic_load_n(&si->evtchn_pending[i],
+						 __ATOMIC_ACQUIRE) &
+				 ~__atomic_load_n(&si->evtchn_mask[i],
+						  __ATOMIC_ACQUIRE);
+
+		while (ready != 0) {
+			unsigned bit = (unsigned)__builtin_ctzll(ready);
+
+			if (uvm_port_vcpu(v->dom, i * 64 + bit) == v->id)
+				return true;
+			ready &= ready - 1;
+		}
+	}
 	return false;
 }
 
@@ -144,7 +164,7 @@ static bool uvm_timer_check(struct uvm_vcpu *v)
 	    uvm_guest_clock(v->dom) < v->timer_deadline_ns)
 		return false;
 	v->timer_deadline_ns = 0;
-	uvm_set_pending(v->dom, UVM_PORT_TIMER);
+	uvm_set_pending(v->dom, UVM_PORT_TIMER(v->id));
 	return true;
 }
 
@@ -256,7 +276,7 @@ static enum uvm_hc_result uvm_hc_block(struct uvm_vcpu *v)
 	enum uvm_hc_result r = UVM_HC_DONE;
 
 	pthread_mutex_lock(&dom->lock);
-	while (!uvm_event_deliverable(dom) && !uvm_timer_check(v)) {
+	while (!uvm_event_deliverable(v) && !uvm_timer_check(v)) {
 		if (atomic_load(&dom->pause_req) || v->stop) {
 			r = UVM_HC_RETRY;
 			break;
@@ -324,7 +344,7 @@ static void uvm_hypercall(struct uvm_vcpu *v, ucontext_t *uc)
 	greg_t *g = uc->uc_mcontext.gregs;
 	int64_t ret;
 
-	v->hypercalls++;
+	__atomic_fetch_add(&v->hypercalls, 1, __ATOMIC_RELAXED);
 	if (atomic_load(&v->dom->pause_req)) {
 		uvm_park(v, uc, UVM_PARK_BOUNDARY);
 		return; /* the guest re-executes the ud2 */
@@ -424,7 +444,7 @@ static void uvm_on_signal(int sig, siginfo_t *si, void *ucv)
 		uvm_hypercall(v, uc);
 	else if (sig == UVM_SIG_KICK) {
 		if (atomic_load(&v->dom->pause_req) && !v->stop) {
-			v->preemptions++;
+			__atomic_fetch_add(&v->preemptions, 1, __ATOMIC_RELAXED);
 			uvm_park(v, uc, UVM_PARK_PREEMPTED);
 		}
 	} else

@@ -86,18 +86,24 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct hv_domain *build(const char *disk, const char *cmdline)
+static struct hv_domain *build_smp(const char *disk, const char *cmdline,
+				   unsigned vcpus)
 {
 	char image[300];
 	struct hv_config cfg = { .image = image, .mem_bytes = 32 << 20,
 				 .cmdline = cmdline, .console_fd = -1,
-				 .disk = disk };
+				 .disk = disk, .nr_vcpus = vcpus };
 	struct hv_domain *dom = NULL;
 
 	snprintf(image, sizeof(image), "%s/blktest.elf", guest_dir);
 	assert_int_equal(hv_domain_build(&cfg, &dom), 0);
 	live = dom;
 	return dom;
+}
+
+static struct hv_domain *build(const char *disk, const char *cmdline)
+{
+	return build_smp(disk, cmdline, 1);
 }
 
 static uint64_t report(struct hv_domain *dom, int word)
@@ -266,6 +272,28 @@ static void test_wrong_disk_size(void **state)
 	close(fd);
 }
 
+/* The block device raises its port (bound to vCPU 0) for every batch of
+ * responses, waking every blocked vCPU's host thread; an idle vCPU 1 must
+ * go back to sleep without returning to the guest each time. */
+static void test_idle_vcpu_sleeps(void **state)
+{
+	struct hv_domain *dom = build_smp(disk_a, "depth=4", 2);
+	struct hv_vcpu_stats busy, idle;
+
+	(void)state;
+	assert_int_equal(hv_unpause(dom), 0);
+	run_until(dom, UVM_REPORT_PASSES, 100);
+	usleep(300000);
+	assert_int_equal(hv_vcpu_stats(dom, 0, &busy), 0);
+	assert_int_equal(hv_vcpu_stats(dom, 1, &idle), 0);
+	printf("note: vCPU 0 made %lu hypercalls, idle vCPU 1 made %lu\n",
+	       (unsigned long)busy.hypercalls, (unsigned long)idle.hypercalls);
+	assert_true(busy.hypercalls > 100);
+	assert_true(idle.hypercalls <= 8);
+	assert_int_equal(hv_vcpu_stats(dom, 2, &idle), -ENOENT);
+	done(dom);
+}
+
 static void test_bad_disk(void **state)
 {
 	char image[300], tiny[64];
@@ -293,6 +321,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_inflight_reissued, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_wrong_disk_size, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_idle_vcpu_sleeps, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_disk, setup, teardown),
 	};

@@ -48,9 +48,11 @@
 enum uvm_hypercall {
 	UVM_HC_CONSOLE_WRITE = 1, /* rdi = buf, rsi = len -> bytes written   */
 	UVM_HC_EVTCHN_NOTIFY = 2, /* rdi = port -> 0                         */
-	UVM_HC_BLOCK = 3,         /* sleep until an unmasked event is pending */
+	UVM_HC_BLOCK = 3,         /* sleep until an unmasked event bound to
+	                             this vCPU is pending */
 	UVM_HC_YIELD = 4,         /* give up the CPU once -> 0               */
-	UVM_HC_SET_TIMER = 5,     /* rdi = deadline in guest ns, 0 = cancel  */
+	UVM_HC_SET_TIMER = 5,     /* rdi = deadline in guest ns, 0 = cancel;
+	                             this vCPU's timer, UVM_PORT_TIMER(vcpu) */
 	UVM_HC_CLOCK = 6,         /* -> guest monotonic time in ns           */
 	UVM_HC_SHUTDOWN = 7,      /* rdi = enum uvm_shutdown_reason, rsi = code */
 	UVM_HC_MAX
@@ -63,7 +65,9 @@ enum uvm_shutdown_reason {
 
 /* Well-known event-channel ports. */
 #define UVM_NR_EVTCHN     256
-#define UVM_PORT_TIMER    1 /* raised when the timer deadline passes */
+/* Each vCPU's timer raises its own port when its deadline passes. */
+#define UVM_PORT_TIMER_BASE 16
+#define UVM_PORT_TIMER(vcpu) (UVM_PORT_TIMER_BASE + (vcpu))
 #define UVM_PORT_CONSOLE  2 /* console ring: guest -> host notify     */
 #define UVM_PORT_FIRST_DEVICE 8
 
@@ -87,6 +91,9 @@ struct uvm_device_desc {
 struct uvm_shared_info {
 	uint64_t evtchn_pending[UVM_NR_EVTCHN / 64];
 	uint64_t evtchn_mask[UVM_NR_EVTCHN / 64];
+	/* The vCPU whose UVM_HC_BLOCK a port wakes (Xen's bind_vcpu): 0 by
+	 * default, UVM_PORT_TIMER(v) bound to v; the guest may rebind. */
+	uint8_t evtchn_vcpu[UVM_NR_EVTCHN];
 	uint32_t nr_devices;
 	uint32_t pad0;
 	struct uvm_device_desc devices[UVM_MAX_DEVICES];

@@ -4,12 +4,14 @@
  * evtchn_pending / evtchn_mask are bitmaps of UVM_NR_EVTCHN bits shared
  * with the host, which sets pending bits from its own threads; every
  * read-modify-write here is therefore a locked __atomic operation.
- * UVM_HC_BLOCK returns as soon as any unmasked port is pending, so the
- * waiters below loop: test-and-clear their port, otherwise block again.
+ * UVM_HC_BLOCK returns as soon as any unmasked port bound to the calling
+ * vCPU is pending (evtchn_vcpu[], vCPU 0 unless rebound), so the waiters
+ * below loop: test-and-clear their port, otherwise block again.
  *
- * The timer (UVM_PORT_TIMER, UVM_HC_SET_TIMER) is one per guest; sleep_ns
- * is meant for one vCPU at a time.  A stale timer event is harmless: the
- * sleeper re-reads the clock after every wake-up.
+ * Each vCPU has its own timer (UVM_HC_SET_TIMER raises UVM_PORT_TIMER(v),
+ * bound to v), so any number of vCPUs may sleep_ns at once.  A stale
+ * timer event is harmless: the sleeper re-reads the clock after every
+ * wake-up.
  */
 #include "sdk.h"
 
@@ -66,6 +68,7 @@ void wait_event(unsigned port)
 void sleep_ns(uint64_t ns)
 {
 	uint64_t deadline = hc_clock() + ns;
+	unsigned port = UVM_PORT_TIMER(sdk_vcpu_id());
 
 	if (ns == 0) {
 		(void)hc_yield();
@@ -73,8 +76,8 @@ void sleep_ns(uint64_t ns)
 	}
 	(void)hc_set_timer(deadline);
 	while (hc_clock() < deadline) {
-		if (!evtchn_test_and_clear(UVM_PORT_TIMER))
+		if (!evtchn_test_and_clear(port))
 			(void)hc_block();
 	}
-	(void)evtchn_test_and_clear(UVM_PORT_TIMER);
+	(void)evtchn_test_and_clear(port);
 }

@@ -80,7 +80,8 @@ static inline long hc_yield(void)
 	return uvm_hypercall0(UVM_HC_YIELD);
 }
 
-/* Raise UVM_PORT_TIMER at guest time `deadline_ns`; 0 cancels. */
+/* Raise this vCPU's UVM_PORT_TIMER(v) at guest time `deadline_ns`; 0
+ * cancels. */
 static inline long hc_set_timer(uint64_t deadline_ns)
 {
 	return uvm_hypercall1(UVM_HC_SET_TIMER, deadline_ns);

@@ -39,6 +39,16 @@ void secondary_main(const struct uvm_start_info *si, unsigned vcpu);
 extern struct uvm_start_info *sdk_start_info;
 extern struct uvm_shared_info *sdk_shared_info;
 
+/* This vCPU's id: vCPU i runs on the i-th UVM_VCPU_STACK_SIZE stack down
+ * from the top of guest memory (uvm_abi.h), so the stack pointer says. */
+static inline unsigned sdk_vcpu_id(void)
+{
+	uint64_t sp, top = UVM_GUEST_BASE + sdk_start_info->arena_size;
+
+	__asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+	return (unsigned)((top - sp) / UVM_VCPU_STACK_SIZE);
+}
+
 static inline void *pfn_to_virt(uint64_t pfn)
 {
 	return (void *)(uintptr_t)UVM_ADDR(pfn);

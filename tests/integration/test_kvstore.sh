@@ -16,22 +16,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-build}
 T=$ROOT/$BUILD/tandem
 G=$ROOT/build/guests/kvstore.elf
-W=$(mktemp -d /tmp/tandem-kv-XXXXXX)
 PORT=$((20000 + $$ % 20000))
-pass=0
-fail=0
-pids=""
-
-cleanup() {
-	for p in $pids; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
-
-T0=$(date +%s)
-ok() { pass=$((pass + 1)); echo "ok: $1 (+$(($(date +%s) - T0)) s)"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1 (+$(($(date +%s) - T0)) s)"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+IT_NAME=kv . "$(dirname "$0")/lib.sh"
 cli() { redis-cli -p "$PORT" --no-raw "$@" 2>&1; }
 
 # expect NAME EXPECTED ARGS... : one command, its reply as redis-cli prints it
@@ -184,5 +170,4 @@ for i in $(seq 1 "$acked"); do echo "GET w:$i"; done | redis-cli -p "$PORT" > "$
 check "replayed values equal the restored ones" "cmp -s '$W/gets' '$W/gets2'"
 stop k4
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

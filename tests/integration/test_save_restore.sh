@@ -12,20 +12,7 @@ set -u
 BUILD=${1:-build}
 T=$(cd "$(dirname "$0")/../.." && pwd)/$BUILD/tandem
 G=$(cd "$(dirname "$0")/../.." && pwd)/build/guests
-W=$(mktemp -d /tmp/tandem-it-XXXXXX)
-pass=0
-fail=0
-pids=""
-
-cleanup() {
-	for p in $pids; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
-
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+IT_NAME=it . "$(dirname "$0")/lib.sh"
 
 # start NAME ARGS... : run tandem in the background, wait for its socket
 start() {
@@ -112,5 +99,4 @@ check "bad --dirty value named" \
 check "unknown subcommand named" \
 	"'$T' vm fly 2>'$W/err6'; [ \$? -eq 2 ] && grep -q '\"fly\"' '$W/err6'"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

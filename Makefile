@@ -92,7 +92,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 # The kvstore guest's parser, store and log format also build for the host.
 KVSTORE_HOST_SRCS := $(addprefix hypervisor-hooks/uvm/guest/,kvstore_resp.c \
              kvstore_db.c kvstore_cmd.c kvstore_log.c)
-$(BUILD)/tests/test_kvstore_resp: tests/unit/test_kvstore_resp.c $(KVSTORE_HOST_SRCS) $(LIB)
+$(BUILD)/tests/test_kvstore_resp: tests/unit/test_kvstore_resp.c $(KVSTORE_HOST_SRCS) $(wildcard hypervisor-hooks/uvm/guest/kvstore_*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(KVSTORE_HOST_SRCS) $(LIB) -o $@ $(LDLIBS) -lcmocka
 
@@ -114,7 +114,7 @@ build/guests/%.elf: $(GUEST_DIR)/%.c $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
 
 # kvstore is several files; its parser and store also build for the host.
 KVSTORE_SRCS := $(wildcard $(GUEST_DIR)/kvstore_*.c)
-build/guests/kvstore.elf: $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
+build/guests/kvstore.elf: $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) $(wildcard $(GUEST_DIR)/kvstore_*.h) $(SDK_OBJS) $(GUEST_DIR)/sdk/guest.ld
 	@mkdir -p $(dir $@)
 	$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) $(SDK_OBJS) $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) -o $@
 

@@ -144,6 +144,8 @@ static void blkfront_wait(void)
 		UVM_RING_FINAL_CHECK_FOR_RESPONSES(&blkfront_ring, work);
 		if (work)
 			return;
+		/* wake this vCPU, whichever calls (ports start bound to 0) */
+		evtchn_bind_self(blkfront_port);
 		evtchn_unmask(blkfront_port);
 		if (!evtchn_is_pending(blkfront_port))
 			(void)hc_block();

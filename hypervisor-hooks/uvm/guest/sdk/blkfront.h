@@ -19,7 +19,8 @@
  * bounced through pages allocated once at init.  The device's port is
  * kept masked except while a call waits, so other devices' events do not
  * wake those waits (and this device's events do not wake other waiters).
- * Calls are serialised by a lock; they may be made from any vCPU.
+ * Calls are serialised by a lock; they may be made from any vCPU (a
+ * waiting call binds the port to its own vCPU, evtchn_vcpu[]).
  *
  * Results are 0 or a negative errno: -ENODEV (no block device or
  * blk_init() failed), -EINVAL (range outside the disk, or a buffer

@@ -59,6 +59,12 @@ void evtchn_notify(unsigned port)
 	(void)hc_evtchn_notify(port);
 }
 
+void evtchn_bind_self(unsigned port)
+{
+	__atomic_store_n(&sdk_shared_info->evtchn_vcpu[port % UVM_NR_EVTCHN],
+			 (uint8_t)sdk_vcpu_id(), __ATOMIC_SEQ_CST);
+}
+
 void wait_event(unsigned port)
 {
 	while (!evtchn_test_and_clear(port))

@@ -138,6 +138,8 @@ int evtchn_is_pending(unsigned port);
 void evtchn_mask(unsigned port);
 void evtchn_unmask(unsigned port);
 void evtchn_notify(unsigned port);
+/* Bind `port` to the calling vCPU: its UVM_HC_BLOCK wakes for it. */
+void evtchn_bind_self(unsigned port);
 /* Block until `port` is pending, then clear it. */
 void wait_event(unsigned port);
 /* Sleep for at least ns nanoseconds of guest time (uses the timer). */

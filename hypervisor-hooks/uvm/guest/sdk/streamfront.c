@@ -532,6 +532,7 @@ int stream_poll(struct stream_event *ev, int max, int block)
 			return n;
 		if (sf_arm())
 			continue;
+		evtchn_bind_self(sf_port);
 		evtchn_unmask(sf_port);
 		if (!evtchn_is_pending(sf_port))
 			(void)hc_block();

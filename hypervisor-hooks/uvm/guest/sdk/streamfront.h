@@ -39,7 +39,8 @@
  * cons_event when it waits for ring space) and looks again, so no wake-up
  * is lost.  The stream port is kept masked except while stream_poll()
  * sleeps, so other waits (blkfront) are not woken by
- * stream traffic.  Not thread-safe: one vCPU uses it.
+ * stream traffic.  Not thread-safe: one vCPU uses it (stream_poll binds
+ * the port to the vCPU that sleeps in it).
  */
 #ifndef UVM_STREAMFRONT_H
 #define UVM_STREAMFRONT_H

@@ -333,6 +333,16 @@ static void dirty_push(struct uvm_dirty *d, uint64_t entry)
 			      memory_order_release);
 }
 
+/* Bytes covered by units [first, first + count) of size 1 << shift,
+ * clipped to the arena (its last unit may be partial). */
+static size_t dirty_span(const struct uvm_dirty *d, uint64_t first,
+			 uint64_t count, unsigned shift)
+{
+	size_t off = (size_t)first << shift, len = (size_t)count << shift;
+
+	return len < d->len - off ? len : d->len - off;
+}
+
 /* Last resort when even a region cannot be opened: open everything (one
  * mapping again, so this cannot fail for lack of map slots), then flag it;
  * the next fetch reports the whole arena.  Open before flagging: a fetch
@@ -348,11 +358,9 @@ static void dirty_escalate(struct uvm_dirty *d, uint64_t page)
 {
 	uint64_t region = page >> (DIRTY_REGION_SHIFT - DIRTY_PAGE_SHIFT);
 	size_t off = (size_t)region << DIRTY_REGION_SHIFT;
-	size_t len = d->len - off < (1UL << DIRTY_REGION_SHIFT)
-			     ? d->len - off
-			     : (1UL << DIRTY_REGION_SHIFT);
 
-	if (mprotect(d->base + off, len, DIRTY_PROT_OPEN) != 0) {
+	if (mprotect(d->base + off, dirty_span(d, region, 1, DIRTY_REGION_SHIFT),
+		     DIRTY_PROT_OPEN) != 0) {
 		dirty_overflow(d);
 		return;
 	}
@@ -365,11 +373,9 @@ static void dirty_escalate(struct uvm_dirty *d, uint64_t page)
 static void dirty_open_unit(struct uvm_dirty *d, uint64_t unit)
 {
 	size_t off = (size_t)unit << d->unit_shift;
-	size_t len = d->len - off < (1UL << d->unit_shift)
-			     ? d->len - off
-			     : (1UL << d->unit_shift);
 
-	if (mprotect(d->base + off, len, DIRTY_PROT_OPEN) != 0) {
+	if (mprotect(d->base + off, dirty_span(d, unit, 1, d->unit_shift),
+		     DIRTY_PROT_OPEN) != 0) {
 		if (d->unit_shift == DIRTY_PAGE_SHIFT)
 			dirty_escalate(d, unit);
 		else
@@ -575,26 +581,31 @@ static int dirty_scan(struct uvm_dirty *d, uint64_t start, uint64_t end,
 	return 0;
 }
 
+/* Make [off, off + len) read-only.  Out of mapping slots (splitting an
+ * open area), close the whole arena instead, which merges mappings: units
+ * still marked open keep their marks and are reported when consumed. */
+static int dirty_close_range(struct uvm_dirty *d, size_t off, size_t len)
+{
+	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) == 0)
+		return 0;
+	if (errno != ENOMEM || mprotect(d->base, d->len, DIRTY_PROT_CLOSED) != 0)
+		return -errno;
+	atomic_fetch_add(&d->escalations, 1);
+	return 0;
+}
+
 /* Close units [first, first + count) of size 1 << shift and report. */
 static int dirty_close_run(struct uvm_dirty *d, uint64_t first,
 			   uint64_t count, unsigned shift, uint64_t *bitmap,
 			   uint64_t *pages)
 {
 	size_t off = (size_t)first << shift;
-	size_t len = (size_t)count << shift;
+	size_t len = dirty_span(d, first, count, shift);
 	uint64_t pfn = off >> DIRTY_PAGE_SHIFT;
+	int rc = dirty_close_range(d, off, len);
 
-	if (off + len > d->len)
-		len = d->len - off;
-	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) != 0) {
-		/* Out of mapping slots (splitting an open area): close the
-		 * whole arena, which merges mappings instead.  Units still on
-		 * the ring keep their marks and are reported when consumed. */
-		if (errno != ENOMEM ||
-		    mprotect(d->base, d->len, DIRTY_PROT_CLOSED) != 0)
-			return -errno;
-		atomic_fetch_add(&d->escalations, 1);
-	}
+	if (rc != 0)
+		return rc;
 	if (d->mech == HV_DIRTY_UFFD_WP && shift == DIRTY_REGION_SHIFT)
 		return dirty_scan(d, (uint64_t)(uintptr_t)(d->base + off),
 				  (uint64_t)(uintptr_t)(d->base + off + len),
@@ -695,14 +706,13 @@ static int dirty_rescan_run(struct uvm_dirty *d, uint64_t first,
 {
 	uint64_t start = (uint64_t)(uintptr_t)d->base +
 			 (first << DIRTY_REGION_SHIFT);
-	uint64_t end = start + (count << DIRTY_REGION_SHIFT);
 
 	for (uint64_t r = first; r < first + count; r++)
 		if (d->idle[r] < UINT8_MAX)
 			d->idle[r]++;
-	if (end > (uint64_t)(uintptr_t)d->base + d->len)
-		end = (uint64_t)(uintptr_t)d->base + d->len;
-	return dirty_scan(d, start, end, bitmap, pages);
+	return dirty_scan(d, start,
+			  start + dirty_span(d, first, count, DIRTY_REGION_SHIFT),
+			  bitmap, pages);
 }
 
 /* Unmark, then close; the next fetch scans the run once more (closing
@@ -711,9 +721,6 @@ static int dirty_close_cold_run(struct uvm_dirty *d, uint64_t first,
 				uint64_t count, uint64_t *bitmap,
 				uint64_t *pages)
 {
-	size_t off = (size_t)first << DIRTY_REGION_SHIFT;
-	size_t len = (size_t)count << DIRTY_REGION_SHIFT;
-
 	(void)bitmap;
 	(void)pages;
 	for (uint64_t r = first; r < first + count; r++) {
@@ -721,14 +728,8 @@ static int dirty_close_cold_run(struct uvm_dirty *d, uint64_t first,
 		d->open[r >> 6] &= ~(1ULL << (r & 63));
 		d->closing[r >> 6] |= 1ULL << (r & 63);
 	}
-	if (off + len > d->len)
-		len = d->len - off;
-	if (mprotect(d->base + off, len, DIRTY_PROT_CLOSED) == 0)
-		return 0;
-	if (errno != ENOMEM || mprotect(d->base, d->len, DIRTY_PROT_CLOSED) != 0)
-		return -errno;
-	atomic_fetch_add(&d->escalations, 1);
-	return 0;
+	return dirty_close_range(d, (size_t)first << DIRTY_REGION_SHIFT,
+				 dirty_span(d, first, count, DIRTY_REGION_SHIFT));
 }
 
 /*

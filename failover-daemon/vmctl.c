@@ -633,11 +633,8 @@ static int vm_cmd_client(int argc, char **argv, const char *cmd)
 	req = json_object_new_object();
 	json_object_object_add(req, "cmd", json_object_new_string(cmd));
 	if (strcmp(cmd, "save") == 0) {
-		if (realpath(argv[optind], path) == NULL && errno != ENOENT) {
-			json_object_put(req);
-			return VM_EXIT_FAIL;
-		}
-		if (argv[optind][0] == '/' || realpath(".", path) == NULL)
+		/* The guest's process writes the file: send it an absolute path. */
+		if (argv[optind][0] == '/' || getcwd(path, sizeof(path)) == NULL)
 			snprintf(path, sizeof(path), "%s", argv[optind]);
 		else
 			snprintf(path + strlen(path), sizeof(path) - strlen(path),

@@ -264,8 +264,7 @@ static int uvm_wait_shutdown(struct hv_domain *hd, int timeout_ms,
 	pthread_mutex_lock(&dom->lock);
 	while (dom->shutdown.reason == HV_SHUTDOWN_NONE ||
 	       dom->nr_stopped < dom->nr_vcpus) {
-		struct timespec ts = { .tv_sec = (time_t)(deadline / 1000000000ULL),
-				       .tv_nsec = (long)(deadline % 1000000000ULL) };
+		struct timespec ts = uvm_abs_time(deadline);
 
 		if (timeout_ms < 0) {
 			pthread_cond_wait(&dom->ctl_cond, &dom->lock);

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/ucontext.h>
+#include <time.h>
 
 #include "hv_backend.h"
 #include "uvm_abi.h"
@@ -123,6 +124,8 @@ static inline struct uvm_start_info *uvm_start(struct uvm_domain *dom)
 }
 
 uint64_t uvm_now_ns(void);
+/* A CLOCK_MONOTONIC deadline in ns as a timespec, for condition waits. */
+struct timespec uvm_abs_time(uint64_t ns);
 uint64_t uvm_guest_clock(const struct uvm_domain *dom);
 
 /* arena.c */

@@ -80,7 +80,7 @@ uint64_t uvm_guest_clock(const struct uvm_domain *dom)
 	return (uint64_t)((int64_t)uvm_now_ns() + dom->clock_offset_ns);
 }
 
-static struct timespec uvm_abs_time(uint64_t ns)
+struct timespec uvm_abs_time(uint64_t ns)
 {
 	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ULL),
 			       .tv_nsec = (long)(ns % 1000000000ULL) };

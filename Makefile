@@ -18,12 +18,20 @@ WARN      := -std=c11 -Wall -Wextra -Werror
 INCLUDES  := -Icommon -Ihypervisor-hooks -Ihypervisor-hooks/uvm \
              -Ihypervisor-hooks/uvm/abi -Ihypervisor-hooks/uvm/guest \
              -Itransport -Ireplicator -Ifailover-daemon
+# The RDMA back end is built when rdma-core's headers are present; without
+# them transport/rdma_absent.c reports RDMA as not built.
+HAVE_RDMA := $(shell test -e /usr/include/rdma/rdma_cma.h && \
+             test -e /usr/include/infiniband/verbs.h && echo 1)
 ifeq ($(BUILD),build/asan)
 SAN       := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
              -fno-omit-frame-pointer
 endif
 CFLAGS    := $(WARN) -D_GNU_SOURCE -g -O2 -pthread $(INCLUDES) $(SAN)
-LDLIBS    := -ljson-c -lxxhash -lpthread
+LDLIBS    := -ljson-c -lxxhash -llz4 -levent_openssl -levent_pthreads \
+             -levent -lssl -lcrypto -lpthread
+ifeq ($(HAVE_RDMA),1)
+LDLIBS    += -lrdmacm -libverbs
+endif
 
 LIB_SRCS  := common/log.c \
              hypervisor-hooks/hv.c \
@@ -40,9 +48,15 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/vcpu.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \
-             transport/wire.c \
              replicator/snapshot.c
-CLI_SRCS  := failover-daemon/tandem.c failover-daemon/vmctl.c
+TP_SRCS   := $(filter-out transport/rdma%.c,$(wildcard transport/*.c))
+ifeq ($(HAVE_RDMA),1)
+TP_SRCS   += $(filter-out transport/rdma_absent.c,$(wildcard transport/rdma*.c))
+else
+TP_SRCS   += transport/rdma_absent.c
+endif
+LIB_SRCS  += $(TP_SRCS)
+CLI_SRCS  := $(wildcard failover-daemon/*.c)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libtandem.a
@@ -50,6 +64,8 @@ TANDEM    := $(BUILD)/tandem
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRCS:= $(wildcard benchmarks/bench_*.c)
 BENCH_BINS:= $(BENCH_SRCS:benchmarks/%.c=$(BUILD)/bench/%)
 
@@ -69,7 +85,7 @@ GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
 .PHONY: all deps demo test test-unit test-integration asan fuzz bench clean
 .SECONDARY:
 
-all: $(TANDEM) $(GUEST_ELFS) $(UNIT_BINS) $(BENCH_BINS)
+all: $(TANDEM) $(GUEST_ELFS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS)
 
 deps:
 	@scripts/deps.sh
@@ -88,6 +104,11 @@ $(TANDEM): $(CLI_OBJS) $(LIB)
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS) -lcmocka
+
+# Test tools (the fault proxy, helpers of integration tests).
+$(BUILD)/tools/%: tests/tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
 
 # The kvstore guest's parser, store and log format also build for the host.
 KVSTORE_HOST_SRCS := $(addprefix hypervisor-hooks/uvm/guest/,kvstore_resp.c \
@@ -120,7 +141,8 @@ build/guests/kvstore.elf: $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) $(wildcard $(GU
 
 # ---- sanitizer build --------------------------------------------------------
 asan:
-	$(MAKE) BUILD=build/asan build/asan/tandem $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) $(GUEST_ELFS)
+	$(MAKE) BUILD=build/asan build/asan/tandem $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) \
+		$(TOOL_SRCS:tests/tools/%.c=build/asan/tools/%) $(GUEST_ELFS)
 
 # ---- fuzzing (clang libFuzzer) ------------------------------------------------
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
@@ -128,6 +150,17 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 20
 
 build/fuzz/%: tests/fuzz/%.c transport/wire.c common/log.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@ -lxxhash
+
+# Decoders of the transport: page codecs and link records.
+build/fuzz/fuzz_codec: tests/fuzz/fuzz_codec.c transport/codec.c transport/wire.c common/log.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@ -llz4 -lxxhash -lpthread
+
+build/fuzz/fuzz_link: tests/fuzz/fuzz_link.c transport/link_codec.c transport/wire.c common/log.c
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@ -lxxhash

@@ -319,21 +319,39 @@ uint64_t wire_sum_final(const struct wire_sum *sum)
 	return XXH3_64bits_digest(sum->state);
 }
 
-/* XXH3-64 of (hdr with its checksum field zeroed) || body_and_padding. */
-static uint64_t record_checksum(const uint8_t *hdr, const uint8_t *body,
-				size_t padded)
+/* XXH3-64 (seeded) of (hdr with its checksum field zeroed) || body pieces. */
+static uint64_t record_checksum_iov(const uint8_t *hdr,
+				    const void *const *parts,
+				    const size_t *lens, unsigned nparts,
+				    uint64_t seed)
 {
 	uint8_t h[WIRE_RECORD_HEADER_SIZE];
 	XXH3_state_t st;
+	unsigned i;
 
 	memcpy(h, hdr, sizeof(h));
 	memset(h + REC_OFF_CHECKSUM, 0, 8);
 	XXH3_INITSTATE(&st);
-	(void)XXH3_64bits_reset(&st);
+	(void)XXH3_64bits_reset_withSeed(&st, seed);
 	(void)XXH3_64bits_update(&st, h, sizeof(h));
-	if (padded)
-		(void)XXH3_64bits_update(&st, body, padded);
+	for (i = 0; i < nparts; i++)
+		if (lens[i])
+			(void)XXH3_64bits_update(&st, parts[i], lens[i]);
 	return XXH3_64bits_digest(&st);
+}
+
+static uint64_t record_checksum_seeded(const uint8_t *hdr, const uint8_t *body,
+				       size_t padded, uint64_t seed)
+{
+	const void *parts[1] = { body };
+
+	return record_checksum_iov(hdr, parts, &padded, 1, seed);
+}
+
+static uint64_t record_checksum(const uint8_t *hdr, const uint8_t *body,
+				size_t padded)
+{
+	return record_checksum_seeded(hdr, body, padded, 0);
 }
 
 static uint32_t stream_header_checksum(const uint8_t *hdr)
@@ -347,19 +365,29 @@ struct wire_type_info {
 	uint32_t type;
 	const char *name;
 	uint32_t min_len, max_len; /* body length range */
+	bool link_only;            /* refused outside LINK streams */
 };
 
 static const struct wire_type_info wire_types[] = {
 	{ WIRE_REC_DOMAIN_INFO, "DOMAIN_INFO", WIRE_DOMAIN_INFO_FIXED,
-	  WIRE_DOMAIN_INFO_FIXED + WIRE_CMDLINE_MAX },
+	  WIRE_DOMAIN_INFO_FIXED + WIRE_CMDLINE_MAX, false },
 	{ WIRE_REC_PAGE_DATA, "PAGE_DATA", 8 + 8 + WIRE_PAGE_SIZE,
-	  WIRE_MAX_BODY },
+	  WIRE_MAX_BODY, false },
 	{ WIRE_REC_VCPU_STATE, "VCPU_STATE", WIRE_VCPU_STATE_FIXED,
-	  WIRE_VCPU_STATE_FIXED + WIRE_XSAVE_MAX },
+	  WIRE_VCPU_STATE_FIXED + WIRE_XSAVE_MAX, false },
 	{ WIRE_REC_DEVICE_STATE, "DEVICE_STATE", WIRE_DEVICE_STATE_FIXED,
-	  WIRE_DEVICE_STATE_FIXED + WIRE_BLOB_MAX },
-	{ WIRE_REC_END, "END", WIRE_END_SIZE, WIRE_END_SIZE },
-	{ WIRE_REC_NOTE, "NOTE", 0, WIRE_MAX_BODY },
+	  WIRE_DEVICE_STATE_FIXED + WIRE_BLOB_MAX, false },
+	{ WIRE_REC_END, "END", WIRE_END_SIZE, WIRE_END_SIZE, false },
+	{ WIRE_REC_NOTE, "NOTE", 0, WIRE_MAX_BODY, false },
+	{ WIRE_REC_PAGE_CODED, "PAGE_CODED", 8, WIRE_MAX_BODY, true },
+	{ WIRE_REC_LINK_HELLO, "LINK_HELLO", 24, 24 + 2 * 64, true },
+	{ WIRE_REC_LINK_WELCOME, "LINK_WELCOME", 48, 48 + 64, true },
+	{ WIRE_REC_LINK_JOIN, "LINK_JOIN", 24, 24, true },
+	{ WIRE_REC_LINK_JOINED, "LINK_JOINED", 8, 8, true },
+	{ WIRE_REC_LINK_PING, "LINK_PING", 16, 16, true },
+	{ WIRE_REC_LINK_PONG, "LINK_PONG", 16, 16, true },
+	{ WIRE_REC_LINK_SYNC, "LINK_SYNC", 8, 8 + 8 * 17, true },
+	{ WIRE_REC_LINK_BYE, "LINK_BYE", 0, 256, true },
 };
 
 static const struct wire_type_info *type_find(uint32_t type)
@@ -390,6 +418,15 @@ static const char *type_label(uint32_t type, char buf[24])
 	return buf;
 }
 
+bool wire_record_allowed(uint32_t type, uint32_t stream_type)
+{
+	const struct wire_type_info *ti = type_find(type);
+
+	if (!ti)
+		return (type & WIRE_REC_OPTIONAL) != 0;
+	return !ti->link_only || stream_type == WIRE_STREAM_LINK;
+}
+
 size_t wire_padded_length(uint32_t length)
 {
 	return (size_t)length + (WIRE_ALIGN - length % WIRE_ALIGN) % WIRE_ALIGN;
@@ -403,7 +440,8 @@ int wire_stream_header_put(struct wire_buf *buf, uint32_t stream_type,
 	size_t mark = buf->len;
 
 	if (stream_type != WIRE_STREAM_SNAPSHOT &&
-	    stream_type != WIRE_STREAM_REPLICATION)
+	    stream_type != WIRE_STREAM_REPLICATION &&
+	    stream_type != WIRE_STREAM_LINK)
 		return -EINVAL;
 	if (features & WIRE_FEATURES_MANDATORY & ~WIRE_FEATURES_KNOWN)
 		return -EINVAL;
@@ -442,6 +480,8 @@ static const char *stream_type_name(uint32_t type)
 		return "SNAPSHOT";
 	case WIRE_STREAM_REPLICATION:
 		return "REPLICATION";
+	case WIRE_STREAM_LINK:
+		return "LINK";
 	default:
 		return "UNKNOWN";
 	}
@@ -481,7 +521,8 @@ static void stream_header_check(const uint8_t *hdr, const uint8_t *magic,
 				 " not supported (this reader knows 0x%llx)",
 				 unknown, WIRE_FEATURES_KNOWN);
 	if (h->stream_type != WIRE_STREAM_SNAPSHOT &&
-	    h->stream_type != WIRE_STREAM_REPLICATION)
+	    h->stream_type != WIRE_STREAM_REPLICATION &&
+	    h->stream_type != WIRE_STREAM_LINK)
 		wire_cursor_fail(c, -EPROTO, "stream_type %" PRIu32 " unknown",
 				 h->stream_type);
 }
@@ -554,14 +595,13 @@ static void record_header_parse(const uint8_t *hdr,
 				struct wire_record_header *out)
 {
 	struct wire_cursor c;
-	uint32_t reserved;
 
 	wire_cursor_init(&c, hdr, WIRE_RECORD_HEADER_SIZE);
 	wire_get_be32(&c, &out->type);
 	wire_get_be32(&c, &out->flags);
 	wire_get_be64(&c, &out->epoch);
 	wire_get_be32(&c, &out->length);
-	wire_get_be32(&c, &reserved); /* ignored on receive */
+	wire_get_be32(&c, &out->seq); /* reserved outside LINK streams */
 	wire_get_be64(&c, &out->checksum);
 }
 
@@ -603,11 +643,11 @@ int wire_record_header_decode(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 }
 
 static int record_verify(const uint8_t *hdr, const uint8_t *body,
-			 const struct wire_record_header *rh,
+			 const struct wire_record_header *rh, uint64_t seed,
 			 struct wire_cursor *c)
 {
 	size_t padded = wire_padded_length(rh->length);
-	uint64_t sum = record_checksum(hdr, body, padded);
+	uint64_t sum = record_checksum_seeded(hdr, body, padded, seed);
 	size_t i;
 
 	if (sum != rh->checksum)
@@ -623,18 +663,79 @@ static int record_verify(const uint8_t *hdr, const uint8_t *body,
 	return 0;
 }
 
-int wire_record_verify(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
-		       const uint8_t *body_and_padding,
-		       const struct wire_record_header *rh,
-		       char *err, size_t errlen)
+int wire_record_verify_seeded(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			      const uint8_t *body_and_padding,
+			      const struct wire_record_header *rh,
+			      uint64_t seed, char *err, size_t errlen)
 {
 	struct wire_cursor c;
 	char label[24], what[40];
 
 	wire_cursor_init(&c, NULL, 0);
-	record_verify(hdr, body_and_padding, rh, &c);
+	record_verify(hdr, body_and_padding, rh, seed, &c);
 	snprintf(what, sizeof(what), "%s record", type_label(rh->type, label));
 	return cursor_finish(&c, what, err, errlen);
+}
+
+int wire_record_verify(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+		       const uint8_t *body_and_padding,
+		       const struct wire_record_header *rh,
+		       char *err, size_t errlen)
+{
+	return wire_record_verify_seeded(hdr, body_and_padding, rh, 0, err,
+					 errlen);
+}
+
+static void record_header_pack(uint8_t *hdr, const struct wire_record_header *h)
+{
+	store_be32(hdr, h->type);
+	store_be32(hdr + 4, h->flags);
+	store_be64(hdr + 8, h->epoch);
+	store_be32(hdr + REC_OFF_LENGTH, h->length);
+	store_be32(hdr + 20, h->seq);
+	store_be64(hdr + REC_OFF_CHECKSUM, 0);
+}
+
+int wire_record_seal_iov(uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			 const struct wire_record_header *h,
+			 const void *const *parts, const size_t *lens,
+			 unsigned nparts, uint64_t seed)
+{
+	static const uint8_t zeros[WIRE_ALIGN];
+	const void *p[WIRE_SEAL_MAX_PARTS + 1];
+	size_t l[WIRE_SEAL_MAX_PARTS + 1], total = 0;
+	unsigned i, n = 0;
+	uint64_t csum;
+
+	if (nparts > WIRE_SEAL_MAX_PARTS)
+		return -EINVAL;
+	for (i = 0; i < nparts; i++)
+		total += lens[i];
+	if (total != h->length)
+		return -EINVAL;
+	record_header_pack(hdr, h);
+	for (i = 0; i < nparts; i++) {
+		p[n] = parts[i];
+		l[n++] = lens[i];
+	}
+	p[n] = zeros;
+	l[n++] = wire_padded_length(h->length) - h->length;
+	csum = record_checksum_iov(hdr, p, l, n, seed);
+	store_be64(hdr + REC_OFF_CHECKSUM, csum);
+	return 0;
+}
+
+uint64_t wire_record_seal(uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			  const struct wire_record_header *h,
+			  const uint8_t *body_and_padding, uint64_t seed)
+{
+	uint64_t csum;
+
+	record_header_pack(hdr, h);
+	csum = record_checksum_seeded(hdr, body_and_padding,
+				      wire_padded_length(h->length), seed);
+	store_be64(hdr + REC_OFF_CHECKSUM, csum);
+	return csum;
 }
 
 /* ---- DOMAIN_INFO ------------------------------------------------------ */
@@ -1197,6 +1298,9 @@ static int snapshot_rules(struct wire_reader *r, const struct wire_record *rec,
 		return wire_cursor_fail(c, -EBADMSG, "epoch %" PRIu64
 					" in a SNAPSHOT stream (must be 0)",
 					rec->hdr.epoch);
+	if (!wire_record_allowed(type, WIRE_STREAM_SNAPSHOT))
+		return wire_cursor_fail(c, -EBADMSG, "%s record in a SNAPSHOT "
+					"stream", wire_record_type_name(type));
 	if (type & WIRE_REC_OPTIONAL)
 		return 0;
 	if (type != WIRE_REC_DOMAIN_INFO && !r->seen_domain_info)
@@ -1247,7 +1351,7 @@ static int reader_body(struct wire_reader *r, struct wire_record *rec,
 		return record_fail(r, rec, -EBADMSG, detail);
 	}
 	wire_cursor_init(&c, NULL, 0);
-	if (!record_verify(hdr, body, &rec->hdr, &c) &&
+	if (!record_verify(hdr, body, &rec->hdr, 0, &c) &&
 	    !snapshot_rules(r, rec, &c) && rec->hdr.type == WIRE_REC_END)
 		end_check(r, body, rec->hdr.length, &c);
 	if (c.rc)

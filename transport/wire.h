@@ -56,6 +56,7 @@
 enum wire_stream_type {
 	WIRE_STREAM_SNAPSHOT = 1,
 	WIRE_STREAM_REPLICATION = 2, /* reserved, not yet readable */
+	WIRE_STREAM_LINK = 3,        /* one connection of a transport link */
 };
 
 enum wire_record_type {
@@ -64,6 +65,16 @@ enum wire_record_type {
 	WIRE_REC_VCPU_STATE = 3,
 	WIRE_REC_DEVICE_STATE = 4,
 	WIRE_REC_END = 5,
+	WIRE_REC_PAGE_CODED = 6,     /* pages through the page codecs */
+	/* Link records (docs/transport.md): only in LINK streams. */
+	WIRE_REC_LINK_HELLO = 0x101,
+	WIRE_REC_LINK_WELCOME = 0x102,
+	WIRE_REC_LINK_JOIN = 0x103,
+	WIRE_REC_LINK_JOINED = 0x104,
+	WIRE_REC_LINK_PING = 0x105,
+	WIRE_REC_LINK_PONG = 0x106,
+	WIRE_REC_LINK_SYNC = 0x107,
+	WIRE_REC_LINK_BYE = 0x108,
 };
 
 /*
@@ -165,6 +176,7 @@ struct wire_record_header {
 	uint32_t flags;
 	uint64_t epoch;
 	uint32_t length;   /* body bytes, without padding */
+	uint32_t seq;      /* LINK streams: per-channel sequence; else reserved */
 	uint64_t checksum;
 };
 
@@ -188,6 +200,29 @@ int wire_record_begin(struct wire_buf *buf, uint32_t type, uint64_t epoch,
 int wire_record_end(struct wire_buf *buf, size_t mark, struct wire_sum *sum,
 		    uint64_t *checksum_out);
 
+/*
+ * Whole-record framing in place, for LINK streams: hdr gets the header
+ * fields and the checksum over hdr, body and padding, with XXH3's seed set
+ * to seed (0 in SNAPSHOT streams).  body_and_padding holds
+ * wire_padded_length(h->length) bytes with zero padding.  Returns the
+ * checksum (also stored in hdr).
+ */
+uint64_t wire_record_seal(uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			  const struct wire_record_header *h,
+			  const uint8_t *body_and_padding, uint64_t seed);
+/*
+ * The same over a body given in up to WIRE_SEAL_MAX_PARTS pieces (padding
+ * implied); -EINVAL if there are more or their lengths do not sum to
+ * h->length.
+ */
+#define WIRE_SEAL_MAX_PARTS 8
+int wire_record_seal_iov(uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			 const struct wire_record_header *h,
+			 const void *const *parts, const size_t *lens,
+			 unsigned nparts, uint64_t seed);
+/* Whether a record type may appear in a stream of the given type. */
+bool wire_record_allowed(uint32_t type, uint32_t stream_type);
+
 /* Checks a record header: cap, known mandatory type, per-type length range. */
 int wire_record_header_decode(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 			      uint32_t body_cap,
@@ -198,6 +233,11 @@ int wire_record_verify(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 		       const uint8_t *body_and_padding,
 		       const struct wire_record_header *rh,
 		       char *err, size_t errlen);
+/* The same with the checksum seeded (LINK streams). */
+int wire_record_verify_seeded(const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			      const uint8_t *body_and_padding,
+			      const struct wire_record_header *rh,
+			      uint64_t seed, char *err, size_t errlen);
 
 /* ---- record bodies ---------------------------------------------------- */
 /*

@@ -380,8 +380,8 @@ static const struct wire_type_info wire_types[] = {
 	{ WIRE_REC_END, "END", WIRE_END_SIZE, WIRE_END_SIZE, false },
 	{ WIRE_REC_NOTE, "NOTE", 0, WIRE_MAX_BODY, false },
 	{ WIRE_REC_PAGE_CODED, "PAGE_CODED", 8, WIRE_MAX_BODY, true },
-	{ WIRE_REC_LINK_HELLO, "LINK_HELLO", 24, 24 + 2 * 64, true },
-	{ WIRE_REC_LINK_WELCOME, "LINK_WELCOME", 48, 48 + 64, true },
+	{ WIRE_REC_LINK_HELLO, "LINK_HELLO", 25, 24 + 63, true },
+	{ WIRE_REC_LINK_WELCOME, "LINK_WELCOME", 49, 48 + 63, true },
 	{ WIRE_REC_LINK_JOIN, "LINK_JOIN", 24, 24, true },
 	{ WIRE_REC_LINK_JOINED, "LINK_JOINED", 8, 8, true },
 	{ WIRE_REC_LINK_PING, "LINK_PING", 16, 16, true },
@@ -416,6 +416,11 @@ static const char *type_label(uint32_t type, char buf[24])
 		return ti->name;
 	snprintf(buf, 24, "type 0x%08" PRIx32, type);
 	return buf;
+}
+
+bool wire_record_known(uint32_t type)
+{
+	return type_find(type) != NULL;
 }
 
 bool wire_record_allowed(uint32_t type, uint32_t stream_type)

@@ -181,6 +181,7 @@ struct wire_record_header {
 };
 
 const char *wire_record_type_name(uint32_t type);
+bool wire_record_known(uint32_t type);
 size_t wire_padded_length(uint32_t length);
 
 int wire_stream_header_put(struct wire_buf *buf, uint32_t stream_type,

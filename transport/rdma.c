@@ -1,0 +1,2233 @@
+/*
+ * rdma.c - the RDMA back end of the link (tp_rdma_ops), on rdma-core:
+ * librdmacm for connections, libibverbs for queue pairs.  Design, buffer
+ * sizes and the security stance are in docs/rdma.md; the pure parts
+ * (rings, credits, chunks, reassembly, advertisement and credit messages)
+ * are in rdma_buf.c.
+ *
+ * One RC queue pair per link channel, each with its own CM event channel,
+ * protection domain, completion queue and completion channel ("conn").
+ * Channel 0 (control) moves chunks with SEND/RECV into posted receive
+ * buffers; bulk channels move them with RDMA WRITE with immediate into the
+ * receiver's slot ring, whose address and rkey the receiver advertises in
+ * the CM private data of connect/accept.  Credit returns are SENDs.
+ *
+ * Handshake.  Records of the link protocol join the channels into one
+ * link, as on TCP but without a LINK stream header: the connector sends
+ * HELLO on channel 0 and gets WELCOME; then connects each bulk channel and
+ * sends JOIN on it, getting JOINED.  The back end frames these records
+ * itself (wire_record_seal_iov, seed 0, epoch 0, seq 0), checks them with
+ * seed 0, and calls tpl_up only when every channel has joined; every record
+ * after that comes framed from the core (ops->send) and goes to it
+ * (tpl_header, tpl_input).  The server creates the tp_link only when the
+ * handshake is complete, so a refused peer never reaches the core.
+ *
+ * Threads.  Everything that touches the CM or completion queues runs on
+ * the context's loop thread, driven by libevent events on the CM and
+ * completion channel fds; nothing there blocks.  ops->send and
+ * ops->send_queued run on sender threads: they take the conn's tx_lock,
+ * queue a copy of the record and post what the credits allow
+ * (ibv_post_send does not block).  No core function is called with a
+ * tx_lock held.  ops->close is non-blocking from any thread; ops->free and
+ * listener_free hop to the loop thread (tpl_ctx_call) to tear down.
+ *
+ * Invariants:
+ *  - A link is UP only after every channel's handshake passed; before that
+ *    no record reaches the core, and records that arrive on a joined
+ *    channel wait in its ring until tpl_up.
+ *  - At most the peer's window of chunks is in flight per channel, and at
+ *    most RDMA_SQ_DEPTH send work requests per queue pair.
+ *  - While tpl_input says pause, the channel consumes no chunk and returns
+ *    no credit, so the sender stops within one window.
+ *  - Only TP_SEC_INSECURE is accepted, and each link says loudly, once,
+ *    that it is neither encrypted nor authenticated.
+ *  - Teardown order per conn: events, QP, CQ, completion channel, MRs, PD,
+ *    CM id, CM event channel.
+ */
+#include "link_int.h"
+#include "log.h"
+#include "rdma_buf.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <infiniband/verbs.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <rdma/rdma_cma.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define RDMA_SQ_DEPTH 64u            /* send work requests per QP */
+#define RDMA_CM_TIMEOUT_MS 5000      /* address and route resolution */
+#define RDMA_HS_BODY_MAX 4096u       /* body cap before the link is up */
+#define RDMA_POLL_BATCH 32
+#define RDMA_BACKLOG 16
+#define RDMA_SEND_LIMIT (8u << 20)   /* transport.h's default send_limit */
+#define RDMA_HS_TIMEOUT_MS 10000     /* transport.h's default */
+#define RDMA_ADDR_MAX 80
+#define RDMA_PDATA_MAX 256
+
+/* wr_id: what the work request was, and its buffer or slot. */
+enum rdma_wr_kind { RDMA_WR_RECV = 1, RDMA_WR_CHUNK = 2, RDMA_WR_CREDIT = 3 };
+#define WR_ID(kind, idx) ((uint64_t)(kind) << 56 | (uint64_t)(idx))
+#define WR_KIND(id) ((unsigned)((id) >> 56))
+#define WR_IDX(id) ((uint32_t)(id))
+
+enum rdma_role { RDMA_CLIENT, RDMA_SERVER };
+
+enum rdma_link_state {
+	RDMA_LS_CONNECTING,   /* client: control channel being set up */
+	RDMA_LS_HELLO,        /* HELLO sent (client) or awaited (server) */
+	RDMA_LS_JOINING,      /* session fixed, bulk channels joining */
+	RDMA_LS_UP,           /* tpl_up done: records go to the core */
+	RDMA_LS_FAILED,       /* handshake failed; never had a tp_link */
+	RDMA_LS_CLOSING,      /* ops->close: no delivery, sends drain */
+	RDMA_LS_NR
+};
+
+static const char *const rdma_ls_names[RDMA_LS_NR] = {
+	"CONNECTING", "HELLO", "JOINING", "UP", "FAILED", "CLOSING",
+};
+
+#define LS(s) (1u << RDMA_LS_##s)
+static const unsigned rdma_ls_next[RDMA_LS_NR] = {
+	[RDMA_LS_CONNECTING] = LS(HELLO) | LS(FAILED),
+	[RDMA_LS_HELLO] = LS(JOINING) | LS(UP) | LS(FAILED),
+	[RDMA_LS_JOINING] = LS(UP) | LS(FAILED),
+	[RDMA_LS_UP] = LS(CLOSING),
+	[RDMA_LS_FAILED] = 0,
+	[RDMA_LS_CLOSING] = 0,
+};
+
+enum rdma_conn_state {
+	RDMA_CS_ADDR,         /* client: resolving the address */
+	RDMA_CS_ROUTE,        /* client: resolving the route */
+	RDMA_CS_CONNECTING,   /* connect sent / request being accepted */
+	RDMA_CS_HANDSHAKE,    /* connected; this channel's handshake record */
+	RDMA_CS_READY,        /* handshake done on this channel */
+	RDMA_CS_DOWN,         /* disconnected or failed */
+	RDMA_CS_NR
+};
+
+static const char *const rdma_cs_names[RDMA_CS_NR] = {
+	"ADDR", "ROUTE", "CONNECTING", "HANDSHAKE", "READY", "DOWN",
+};
+
+#define CS(s) (1u << RDMA_CS_##s)
+static const unsigned rdma_cs_next[RDMA_CS_NR] = {
+	[RDMA_CS_ADDR] = CS(ROUTE) | CS(DOWN),
+	[RDMA_CS_ROUTE] = CS(CONNECTING) | CS(DOWN),
+	[RDMA_CS_CONNECTING] = CS(HANDSHAKE) | CS(DOWN),
+	[RDMA_CS_HANDSHAKE] = CS(READY) | CS(DOWN),
+	[RDMA_CS_READY] = CS(DOWN),
+	[RDMA_CS_DOWN] = 0,
+};
+
+/* Transitions and (state, event) pairs that cannot happen: bugs, counted. */
+static atomic_uint rdma_bugs;
+
+struct rdma_txrec {
+	struct rdma_txrec *next;
+	uint32_t len, off;            /* framed bytes; bytes already posted */
+	uint8_t data[];
+};
+
+struct rdma_conn {
+	struct tp_ctx *ctx;
+	struct rdma_link *rl;         /* NULL while an orphan of a listener */
+	struct rdma_lis *lis;         /* server, until the link is up */
+	struct rdma_conn *next;       /* on lis->orphans or lis->doomed */
+	bool server;
+	bool doomed;                  /* no more processing; teardown pending */
+	unsigned chan;
+	enum rdma_mode mode;
+	enum rdma_conn_state state;
+	char peer[RDMA_ADDR_MAX];
+
+	struct rdma_event_channel *ec;
+	struct rdma_cm_id *id;
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *cc;
+	struct ibv_cq *cq;
+	struct event *cm_ev, *cq_ev, *timer_ev;
+
+	/* receive side: loop thread */
+	struct rdma_geom geom;        /* our ring, as advertised */
+	uint32_t nr_rq;               /* receive work requests posted */
+	uint8_t *rbuf;                /* ring (WRITE) or receive buffers (SEND) */
+	struct ibv_mr *rbuf_mr;
+	uint8_t *mbuf;                /* WRITE: receive buffers for messages */
+	struct ibv_mr *mbuf_mr;
+	uint8_t *cbuf;                /* our outgoing credit message */
+	struct ibv_mr *cbuf_mr;
+	struct rdma_rx rx;
+	struct rdma_reasm reasm;
+	struct wire_record_header rh; /* of the record being reassembled */
+	bool paused;
+
+	/* send side: under tx_lock */
+	pthread_mutex_t tx_lock;
+	bool tx_ready, tx_closing, disconnected, credit_busy, drain_armed;
+	struct rdma_advert remote;    /* the peer's ring */
+	uint8_t *sbuf;                /* staging slots, the peer's geometry */
+	struct ibv_mr *sbuf_mr;
+	struct rdma_tx tx;
+	struct rdma_txrec *txq, *txq_tail;
+	uint32_t tx_rec_seq;
+	size_t queued;                /* record bytes not yet posted */
+	uint32_t sq_used;
+};
+
+struct rdma_link {
+	struct tp_ctx *ctx;
+	struct tp_link *link;         /* from tpl_new, when UP */
+	struct tp_config cfg;
+	enum rdma_role role;
+	_Atomic int state;            /* enum rdma_link_state: link_set_state */
+	pthread_t loop;
+	struct sockaddr_storage dst;  /* client */
+	char peer[RDMA_ADDR_MAX];
+	unsigned nr_bulk, nr_joined;
+	struct link_session sess;
+	struct rdma_conn *conn[1 + TP_MAX_BULK];
+	pthread_mutex_t mu;           /* state writes, rc/err, the client's wait */
+	pthread_cond_t cond;
+	int rc;
+	char err[TP_ERR_MAX];
+	struct rdma_lis *lis;         /* server, until UP */
+	struct rdma_link *next;       /* on lis->pending or lis->doomed_links */
+	struct event *timer_ev;       /* server: handshake deadline */
+};
+
+struct rdma_lis {
+	struct tp_ctx *ctx;
+	struct tp_listener *l;
+	struct tp_config cfg;
+	pthread_t loop;
+	char addr[RDMA_ADDR_MAX];
+	struct rdma_event_channel *ec;
+	struct rdma_cm_id *id;
+	struct event *cm_ev, *reap_ev;
+	struct rdma_conn *orphans, *doomed;   /* bulk conns before JOIN */
+	struct rdma_link *pending, *doomed_links;
+};
+
+/* What an event handler needs of a CM event, copied before the ack. */
+struct rdma_cm_copy {
+	enum rdma_cm_event_type type;
+	int status;
+	struct rdma_cm_id *id;
+	uint8_t pdata[RDMA_PDATA_MAX];
+	size_t pdata_len;
+};
+
+static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void conn_rx_drain(struct rdma_conn *c);
+static void conn_tx_kick(struct rdma_conn *c);
+static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl);
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+/* -errno after a failed library call, never 0. */
+static int rdma_errno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+static int rdma_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return rdma_errno();
+	return 0;
+}
+
+static void rdma_sockaddr_str(const struct sockaddr *sa, char *out, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		port = ntohs(s4->sin_port);
+		snprintf(out, n, "%s:%u", host, port);
+	} else if (sa && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		port = ntohs(s6->sin6_port);
+		snprintf(out, n, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, n, "unknown address");
+	}
+}
+
+/* "host:port" or "[v6]:port" into a sockaddr. */
+static int rdma_addr_parse(const char *addr, bool passive,
+			   struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+	char host[RDMA_ADDR_MAX];
+	const char *port, *end;
+	struct addrinfo hints, *res = NULL;
+	int rc;
+
+	if (addr == NULL || strlen(addr) >= sizeof(host))
+		return rdma_errf(err, errlen, -EINVAL,
+				 "rdma: address \"%s\" missing or too long",
+				 addr ? addr : "(null)");
+	if (addr[0] == '[') {
+		end = strchr(addr, ']');
+		port = end && end[1] == ':' ? end + 2 : NULL;
+		addr++;
+	} else {
+		end = strrchr(addr, ':');
+		port = end && strchr(addr, ':') == end ? end + 1 : NULL;
+	}
+	if (port == NULL || *port == '\0')
+		return rdma_errf(err, errlen, -EINVAL,
+				 "rdma: address \"%s\" is not host:port or "
+				 "[v6]:port", addr);
+	snprintf(host, sizeof(host), "%.*s", (int)(end - addr), addr);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (rc != 0)
+		return rdma_errf(err, errlen, -EINVAL,
+				 "rdma: cannot resolve \"%s\" port \"%s\": %s",
+				 host, port, gai_strerror(rc));
+	memset(ss, 0, sizeof(*ss));
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* Runs fn(arg) on the loop thread: directly if this is it. */
+static void rdma_on_loop(struct tp_ctx *ctx, pthread_t loop,
+			 void (*fn)(void *), void *arg)
+{
+	if (pthread_equal(pthread_self(), loop))
+		fn(arg);
+	else
+		tpl_ctx_call(ctx, fn, arg);
+}
+
+static size_t rdma_send_half(const struct rdma_conn *c)
+{
+	size_t limit = c->rl && c->rl->cfg.send_limit ? c->rl->cfg.send_limit
+						      : RDMA_SEND_LIMIT;
+
+	return limit / 2;
+}
+
+/* ---- state machines -------------------------------------------------------- */
+
+static enum rdma_link_state link_state(const struct rdma_link *rl)
+{
+	return (enum rdma_link_state)atomic_load(&rl->state);
+}
+
+/* The one writer of rl->state; wakes a client waiting in connect. */
+static int link_set_state(struct rdma_link *rl, enum rdma_link_state to)
+{
+	enum rdma_link_state from;
+	bool legal;
+
+	pthread_mutex_lock(&rl->mu);
+	from = link_state(rl);
+	legal = (rdma_ls_next[from] & (1u << to)) != 0;
+	if (legal)
+		atomic_store(&rl->state, (int)to);
+	pthread_cond_broadcast(&rl->cond);
+	pthread_mutex_unlock(&rl->mu);
+	if (!legal) {
+		atomic_fetch_add(&rdma_bugs, 1);
+		log_error("rdma: link %s: illegal transition %s -> %s (bug %u)",
+			  rl->peer, rdma_ls_names[from], rdma_ls_names[to],
+			  atomic_load(&rdma_bugs));
+		return -EINVAL;
+	}
+	log_info("rdma: link %s: %s -> %s", rl->peer, rdma_ls_names[from],
+		 rdma_ls_names[to]);
+	return 0;
+}
+
+/* The one writer of c->state (loop thread only). */
+static int conn_set_state(struct rdma_conn *c, enum rdma_conn_state to)
+{
+	enum rdma_conn_state from = c->state;
+
+	if (from == to)
+		return 0;
+	if (!(rdma_cs_next[from] & (1u << to))) {
+		atomic_fetch_add(&rdma_bugs, 1);
+		log_error("rdma: chan %u (%s): illegal transition %s -> %s",
+			  c->chan, c->peer, rdma_cs_names[from],
+			  rdma_cs_names[to]);
+		return -EINVAL;
+	}
+	c->state = to;
+	log_debug("rdma: chan %u (%s): %s -> %s", c->chan, c->peer,
+		  rdma_cs_names[from], rdma_cs_names[to]);
+	return 0;
+}
+
+/* ---- conn: creation and teardown ------------------------------------------ */
+
+static struct rdma_conn *conn_new(struct tp_ctx *ctx, unsigned chan,
+				  bool server, const char *peer)
+{
+	struct rdma_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->ctx = ctx;
+	c->chan = chan;
+	c->server = server;
+	c->mode = chan == 0 ? RDMA_MODE_SEND : RDMA_MODE_WRITE;
+	c->geom.nr_slots = chan == 0 ? RDMA_CTRL_SLOTS : RDMA_BULK_SLOTS;
+	c->geom.slot_size = chan == 0 ? RDMA_CTRL_SLOT_SIZE
+				      : RDMA_BULK_SLOT_SIZE;
+	c->nr_rq = c->geom.nr_slots + RDMA_MSG_RESERVE;
+	c->state = server ? RDMA_CS_CONNECTING : RDMA_CS_ADDR;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	pthread_mutex_init(&c->tx_lock, NULL);
+	rdma_reasm_init(&c->reasm, c->geom.slot_size);
+	return c;
+}
+
+static void conn_mr_free(struct ibv_mr **mr, uint8_t **buf)
+{
+	if (*mr)
+		ibv_dereg_mr(*mr);
+	free(*buf);
+	*mr = NULL;
+	*buf = NULL;
+}
+
+static void conn_events_free(struct rdma_conn *c)
+{
+	if (c->cm_ev)
+		event_free(c->cm_ev);
+	if (c->cq_ev)
+		event_free(c->cq_ev);
+	if (c->timer_ev)
+		event_free(c->timer_ev);
+	c->cm_ev = c->cq_ev = c->timer_ev = NULL;
+}
+
+/* Loop thread, outside any of c's callbacks. */
+static void conn_destroy(struct rdma_conn *c)
+{
+	struct rdma_txrec *r;
+
+	if (c == NULL)
+		return;
+	conn_events_free(c);
+	if (c->id && c->id->qp)
+		rdma_destroy_qp(c->id);
+	if (c->cq)
+		ibv_destroy_cq(c->cq);
+	if (c->cc)
+		ibv_destroy_comp_channel(c->cc);
+	conn_mr_free(&c->rbuf_mr, &c->rbuf);
+	conn_mr_free(&c->mbuf_mr, &c->mbuf);
+	conn_mr_free(&c->cbuf_mr, &c->cbuf);
+	conn_mr_free(&c->sbuf_mr, &c->sbuf);
+	if (c->pd)
+		ibv_dealloc_pd(c->pd);
+	if (c->id)
+		rdma_destroy_id(c->id);
+	if (c->ec)
+		rdma_destroy_event_channel(c->ec);
+	while ((r = c->txq) != NULL) {
+		c->txq = r->next;
+		free(r);
+	}
+	rdma_rx_fini(&c->rx);
+	rdma_reasm_fini(&c->reasm);
+	pthread_mutex_destroy(&c->tx_lock);
+	free(c);
+}
+
+/* Stops every callback of c; its memory stays until conn_destroy. */
+static void conn_quiesce(struct rdma_conn *c)
+{
+	c->doomed = true;
+	if (c->cm_ev)
+		event_del(c->cm_ev);
+	if (c->cq_ev)
+		event_del(c->cq_ev);
+	if (c->timer_ev)
+		event_del(c->timer_ev);
+}
+
+/* ---- conn: verbs resources ------------------------------------------------- */
+
+static int conn_mr(struct rdma_conn *c, size_t len, int access,
+		   uint8_t **buf, struct ibv_mr **mr)
+{
+	void *p = NULL;
+	int rc;
+
+	if (posix_memalign(&p, 4096, len) != 0)
+		return -ENOMEM;
+	memset(p, 0, len);
+	*mr = ibv_reg_mr(c->pd, p, len, access);
+	if (*mr == NULL) {
+		rc = rdma_errno();
+		free(p);
+		return rc;
+	}
+	*buf = p;
+	return 0;
+}
+
+static int conn_post_recv(struct rdma_conn *c, uint32_t idx)
+{
+	struct ibv_recv_wr wr, *bad = NULL;
+	struct ibv_sge sge;
+
+	memset(&wr, 0, sizeof(wr));
+	if (c->mode == RDMA_MODE_SEND) {
+		sge.addr = (uintptr_t)(c->rbuf + (size_t)idx * c->geom.slot_size);
+		sge.length = c->geom.slot_size;
+		sge.lkey = c->rbuf_mr->lkey;
+	} else {
+		sge.addr = (uintptr_t)(c->mbuf + (size_t)idx * RDMA_MSG_BUF);
+		sge.length = RDMA_MSG_BUF;
+		sge.lkey = c->mbuf_mr->lkey;
+	}
+	wr.wr_id = WR_ID(RDMA_WR_RECV, idx);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	return -ibv_post_recv(c->id->qp, &wr, &bad);
+}
+
+static int conn_setup_bufs(struct rdma_conn *c)
+{
+	size_t slot = c->geom.slot_size;
+	int rc;
+
+	if (c->mode == RDMA_MODE_SEND) {
+		rc = conn_mr(c, c->nr_rq * slot, IBV_ACCESS_LOCAL_WRITE,
+			     &c->rbuf, &c->rbuf_mr);
+	} else {
+		rc = conn_mr(c, c->geom.nr_slots * slot,
+			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			     &c->rbuf, &c->rbuf_mr);
+		if (rc == 0)
+			rc = conn_mr(c, c->nr_rq * RDMA_MSG_BUF,
+				     IBV_ACCESS_LOCAL_WRITE, &c->mbuf,
+				     &c->mbuf_mr);
+	}
+	if (rc == 0)
+		rc = conn_mr(c, RDMA_MSG_BUF, 0, &c->cbuf, &c->cbuf_mr);
+	if (rc == 0)
+		rc = rdma_rx_init(&c->rx, c->mode, &c->geom,
+				  c->mode == RDMA_MODE_SEND ? c->nr_rq
+							    : c->geom.nr_slots);
+	for (uint32_t i = 0; rc == 0 && i < c->nr_rq; i++)
+		rc = conn_post_recv(c, i);
+	return rc;
+}
+
+static int conn_create_qp(struct rdma_conn *c)
+{
+	struct ibv_qp_init_attr qa;
+
+	memset(&qa, 0, sizeof(qa));
+	qa.send_cq = c->cq;
+	qa.recv_cq = c->cq;
+	qa.qp_type = IBV_QPT_RC;
+	qa.sq_sig_all = 1;
+	qa.cap.max_send_wr = RDMA_SQ_DEPTH;
+	qa.cap.max_recv_wr = c->nr_rq;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = 1;
+	return rdma_create_qp(c->id, c->pd, &qa) ? rdma_errno() : 0;
+}
+
+static void conn_cq_cb(evutil_socket_t fd, short what, void *arg);
+
+/* PD, completion channel and CQ, QP, buffers, posted receives, CQ event. */
+static int conn_setup_verbs(struct rdma_conn *c, char *err, size_t errlen)
+{
+	struct ibv_context *dev = c->id->verbs;
+	int rc;
+
+	c->pd = ibv_alloc_pd(dev);
+	if (c->pd == NULL)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot allocate a protection domain: %s",
+				 strerror(errno));
+	c->cc = ibv_create_comp_channel(dev);
+	if (c->cc == NULL || rdma_nonblock(c->cc->fd) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot create a completion channel: %s",
+				 strerror(errno));
+	c->cq = ibv_create_cq(dev, (int)(RDMA_SQ_DEPTH + c->nr_rq + 1), c,
+			      c->cc, 0);
+	if (c->cq == NULL || ibv_req_notify_cq(c->cq, 0) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot create a completion queue of %u: %s",
+				 RDMA_SQ_DEPTH + c->nr_rq + 1, strerror(errno));
+	rc = conn_create_qp(c);
+	if (rc == 0)
+		rc = conn_setup_bufs(c);
+	if (rc != 0)
+		return rdma_errf(err, errlen, rc,
+				 "cannot set up the queue pair and its %s ring "
+				 "(%u x %u bytes): %s (RLIMIT_MEMLOCK?)",
+				 rdma_mode_name(c->mode), c->geom.nr_slots,
+				 c->geom.slot_size, strerror(-rc));
+	c->cq_ev = event_new(tpl_ctx_base(c->ctx), c->cc->fd,
+			     EV_READ | EV_PERSIST, conn_cq_cb, c);
+	if (c->cq_ev == NULL || event_add(c->cq_ev, NULL) != 0)
+		return rdma_errf(err, errlen, -ENOMEM,
+				 "cannot watch the completion channel");
+	return 0;
+}
+
+static int conn_advert(const struct rdma_conn *c, uint8_t out[RDMA_ADVERT_SIZE])
+{
+	struct rdma_advert a = {
+		.mode = c->mode, .chan = c->chan, .geom = c->geom,
+	};
+	struct wire_buf b;
+	int rc;
+
+	if (c->mode == RDMA_MODE_WRITE) {
+		a.rkey = c->rbuf_mr->rkey;
+		a.addr = (uintptr_t)c->rbuf;
+	}
+	wire_buf_init(&b);
+	rc = rdma_advert_put(&b, &a);
+	if (rc == 0 && b.len == RDMA_ADVERT_SIZE)
+		memcpy(out, b.data, RDMA_ADVERT_SIZE);
+	else if (rc == 0)
+		rc = -EINVAL;
+	wire_buf_fini(&b);
+	return rc;
+}
+
+static void conn_param_init(struct rdma_conn_param *p, const uint8_t *adv)
+{
+	memset(p, 0, sizeof(*p));
+	p->private_data = adv;
+	p->private_data_len = RDMA_ADVERT_SIZE;
+	p->retry_count = 7;
+	p->rnr_retry_count = 7; /* credits keep receives posted: no RNR */
+}
+
+/* The peer's ring: the send side may start. */
+static int conn_tx_setup(struct rdma_conn *c, const struct rdma_advert *peer,
+			 char *err, size_t errlen)
+{
+	size_t size = (size_t)peer->geom.nr_slots * peer->geom.slot_size;
+	int rc;
+
+	if (peer->chan != c->chan || peer->mode != c->mode)
+		return rdma_errf(err, errlen, -EPROTO,
+				 "peer advertised channel %" PRIu32
+				 " (%s) on channel %u", peer->chan,
+				 rdma_mode_name(peer->mode), c->chan);
+	rc = conn_mr(c, size, 0, &c->sbuf, &c->sbuf_mr);
+	if (rc != 0)
+		return rdma_errf(err, errlen, rc,
+				 "cannot register %zu staging bytes: %s",
+				 size, strerror(-rc));
+	pthread_mutex_lock(&c->tx_lock);
+	c->remote = *peer;
+	rdma_tx_init(&c->tx, peer->geom.nr_slots);
+	c->tx_ready = true;
+	pthread_mutex_unlock(&c->tx_lock);
+	return 0;
+}
+
+/* ---- send side ------------------------------------------------------------------ */
+
+static int conn_post_chunk(struct rdma_conn *c, struct rdma_txrec *rec)
+{
+	uint32_t slot, seq, ssz = c->remote.geom.slot_size;
+	struct ibv_send_wr wr, *bad = NULL;
+	struct ibv_sge sge;
+	uint8_t *dst;
+	size_t n;
+	int rc;
+
+	if (rdma_tx_take(&c->tx, &slot, &seq) != 0)
+		return -EAGAIN;
+	dst = c->sbuf + (size_t)slot * ssz;
+	n = rdma_chunk_build(dst, ssz, seq, c->tx_rec_seq, rec->data,
+			     rec->len, rec->off);
+	sge.addr = (uintptr_t)dst;
+	sge.length = (uint32_t)n;
+	sge.lkey = c->sbuf_mr->lkey;
+	memset(&wr, 0, sizeof(wr));
+	wr.wr_id = WR_ID(RDMA_WR_CHUNK, slot);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	if (c->mode == RDMA_MODE_WRITE) {
+		wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+		wr.imm_data = htobe32(rdma_imm_make(slot, seq));
+		wr.wr.rdma.remote_addr = c->remote.addr + (uint64_t)slot * ssz;
+		wr.wr.rdma.rkey = c->remote.rkey;
+	} else {
+		wr.opcode = IBV_WR_SEND_WITH_IMM;
+		wr.imm_data = htobe32(rdma_imm_make(0, seq));
+	}
+	rc = ibv_post_send(c->id->qp, &wr, &bad);
+	if (rc != 0)
+		return -rc;
+	c->sq_used++;
+	rec->off += (uint32_t)(n - RDMA_CHUNK_HDR_SIZE);
+	c->queued -= n - RDMA_CHUNK_HDR_SIZE;
+	return 0;
+}
+
+/* Posts what credits and the send queue allow.  tx_lock held. */
+static int conn_pump_locked(struct rdma_conn *c)
+{
+	struct rdma_txrec *rec;
+	int rc;
+
+	while ((rec = c->txq) != NULL && c->tx_ready && !c->disconnected &&
+	       rdma_tx_ready(&c->tx) && c->sq_used + 1 < RDMA_SQ_DEPTH) {
+		rc = conn_post_chunk(c, rec);
+		if (rc != 0)
+			return rc;
+		if (rec->off < rec->len)
+			continue;
+		c->txq = rec->next;
+		if (c->txq == NULL)
+			c->txq_tail = NULL;
+		c->tx_rec_seq++;
+		free(rec);
+	}
+	return 0;
+}
+
+/* Queues a copy of one framed record and posts what it can. */
+static int conn_send(struct rdma_conn *c,
+		     const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+		     const void *body, size_t len, size_t pad)
+{
+	size_t total = WIRE_RECORD_HEADER_SIZE + len + pad;
+	struct rdma_txrec *rec;
+	int rc;
+
+	if (pad >= WIRE_ALIGN || total % WIRE_ALIGN || total > RDMA_REC_MAX)
+		return -EINVAL;
+	rec = malloc(sizeof(*rec) + total);
+	if (rec == NULL)
+		return -ENOMEM;
+	memcpy(rec->data, hdr, WIRE_RECORD_HEADER_SIZE);
+	if (len)
+		memcpy(rec->data + WIRE_RECORD_HEADER_SIZE, body, len);
+	memset(rec->data + WIRE_RECORD_HEADER_SIZE + len, 0, pad);
+	rec->len = (uint32_t)total;
+	rec->off = 0;
+	rec->next = NULL;
+	pthread_mutex_lock(&c->tx_lock);
+	if (c->tx_closing) {
+		pthread_mutex_unlock(&c->tx_lock);
+		free(rec);
+		return -ENOTCONN;
+	}
+	if (c->txq_tail)
+		c->txq_tail->next = rec;
+	else
+		c->txq = rec;
+	c->txq_tail = rec;
+	c->queued += total;
+	if (c->queued >= rdma_send_half(c))
+		c->drain_armed = true;
+	rc = conn_pump_locked(c);
+	pthread_mutex_unlock(&c->tx_lock);
+	return rc;
+}
+
+/* Returns consumed chunks' credits, batched.  tx_lock held. */
+static int conn_credit_locked(struct rdma_conn *c)
+{
+	struct ibv_send_wr wr, *bad = NULL;
+	struct ibv_sge sge;
+	struct wire_buf b;
+	uint32_t value;
+	int rc;
+
+	if (c->credit_busy || c->paused || c->disconnected || !c->tx_ready ||
+	    c->sq_used >= RDMA_SQ_DEPTH || !rdma_rx_credit_due(&c->rx, &value))
+		return 0;
+	wire_buf_init(&b);
+	rc = rdma_credit_put(&b, value);
+	if (rc == 0)
+		memcpy(c->cbuf, b.data, RDMA_CREDIT_SIZE);
+	wire_buf_fini(&b);
+	if (rc != 0)
+		return rc;
+	sge.addr = (uintptr_t)c->cbuf;
+	sge.length = RDMA_CREDIT_SIZE;
+	sge.lkey = c->cbuf_mr->lkey;
+	memset(&wr, 0, sizeof(wr));
+	wr.wr_id = WR_ID(RDMA_WR_CREDIT, 0);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.opcode = IBV_WR_SEND;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	rc = ibv_post_send(c->id->qp, &wr, &bad);
+	if (rc != 0)
+		return -rc;
+	c->credit_busy = true;
+	c->sq_used++;
+	rdma_rx_credit_sent(&c->rx, value);
+	return 0;
+}
+
+/*
+ * After completions (loop thread): post more, return credits, tell the
+ * core when the queue fell below half its limit, and disconnect a closing
+ * channel once everything it queued has gone out.
+ */
+static void conn_tx_kick(struct rdma_conn *c)
+{
+	bool drained = false, disc = false;
+	int rc;
+
+	if (c->doomed)
+		return;
+	pthread_mutex_lock(&c->tx_lock);
+	rc = conn_pump_locked(c);
+	if (rc == 0)
+		rc = conn_credit_locked(c);
+	if (c->drain_armed && c->queued < rdma_send_half(c)) {
+		c->drain_armed = false;
+		drained = true;
+	}
+	if (c->tx_closing && c->txq == NULL && c->sq_used == 0 &&
+	    !c->disconnected) {
+		c->disconnected = true;
+		disc = true;
+	}
+	pthread_mutex_unlock(&c->tx_lock);
+	if (rc != 0)
+		conn_fail(c, rc, "posting a send failed: %s", strerror(-rc));
+	else if (drained && c->rl && link_state(c->rl) == RDMA_LS_UP)
+		tpl_drained(c->rl->link, c->chan);
+	if (disc)
+		rdma_disconnect(c->id);
+}
+
+/* ---- failure ------------------------------------------------------------------ */
+
+/* The handshake of rl failed: tell the client's waiter, or refuse the peer. */
+static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
+{
+	char msg[TP_ERR_MAX];
+	enum rdma_link_state st = link_state(rl);
+	va_list ap;
+
+	if (st == RDMA_LS_FAILED || st == RDMA_LS_UP || st == RDMA_LS_CLOSING)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&rl->mu);
+	rl->rc = rc < 0 ? rc : -EIO;
+	snprintf(rl->err, sizeof(rl->err), "rdma: %.70s: %.170s", rl->peer, msg);
+	pthread_mutex_unlock(&rl->mu);
+	for (unsigned i = 0; i <= TP_MAX_BULK; i++)
+		if (rl->conn[i])
+			conn_quiesce(rl->conn[i]);
+	if (rl->timer_ev)
+		event_del(rl->timer_ev);
+	link_set_state(rl, RDMA_LS_FAILED);
+	if (rl->role == RDMA_SERVER && rl->lis) {
+		tpl_listener_refuse(rl->lis->l, rl->peer, "rdma handshake: %s",
+				    msg);
+		lis_doom_link(rl->lis, rl);
+	}
+}
+
+static void lis_doom_conn(struct rdma_lis *lis, struct rdma_conn *c);
+
+/*
+ * A channel failed: fails the link if it is up, its handshake if not, or
+ * refuses an orphan.  Returns rc (negative) for the caller to pass on.
+ */
+static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
+{
+	char msg[TP_ERR_MAX];
+	va_list ap;
+
+	rc = rc < 0 ? rc : -EIO;
+	if (c->doomed)
+		return rc;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (c->rl == NULL) {
+		tpl_listener_refuse(c->lis->l, c->peer, "rdma chan %u: %s",
+				    c->chan, msg);
+		lis_doom_conn(c->lis, c);
+		return rc;
+	}
+	switch (link_state(c->rl)) {
+	case RDMA_LS_UP:
+		tpl_fail(c->rl->link, rc, "rdma chan %u (%s): %s", c->chan,
+			 c->peer, msg);
+		break;
+	case RDMA_LS_CLOSING:
+	case RDMA_LS_FAILED:
+		log_debug("rdma: chan %u (%s) after close: %s", c->chan,
+			  c->peer, msg);
+		break;
+	default:
+		link_hs_fail(c->rl, rc, "chan %u: %s", c->chan, msg);
+		break;
+	}
+	return rc;
+}
+
+/* ---- handshake ------------------------------------------------------------------ */
+
+/* Frames a handshake record (seed 0, epoch 0, seq 0) and queues it. */
+static int hs_send(struct rdma_conn *c, uint32_t type, const struct wire_buf *b)
+{
+	struct wire_record_header h = { .type = type, .length = (uint32_t)b->len };
+	uint8_t hdr[WIRE_RECORD_HEADER_SIZE];
+	const void *parts[1] = { b->data };
+	size_t lens[1] = { b->len };
+	int rc;
+
+	if (b->rc != 0)
+		return b->rc;
+	rc = wire_record_seal_iov(hdr, &h, parts, lens, 1, 0);
+	if (rc == 0)
+		rc = conn_send(c, hdr, b->data, b->len,
+			       wire_padded_length(h.length) - h.length);
+	if (rc != 0)
+		return conn_fail(c, rc, "cannot send %s: %s",
+				 wire_record_type_name(type), strerror(-rc));
+	return 0;
+}
+
+static void link_up(struct rdma_link *rl);
+
+static int srv_hello_check(struct rdma_link *rl, const struct link_hello *h,
+			   uint16_t *proto, uint64_t *features,
+			   char *err, size_t errlen)
+{
+	const struct tp_config *cfg = &rl->cfg;
+
+	if (cfg->peer_name[0] && strcmp(h->name, cfg->peer_name) != 0)
+		return rdma_errf(err, errlen, -EACCES,
+				 "HELLO from \"%s\", expected peer \"%s\"",
+				 h->name, cfg->peer_name);
+	if (h->nr_bulk > TP_MAX_BULK)
+		return rdma_errf(err, errlen, -EPROTO,
+				 "HELLO asks for %" PRIu32
+				 " bulk channels > max %u", h->nr_bulk,
+				 TP_MAX_BULK);
+	if (h->epoch < cfg->min_epoch)
+		return rdma_errf(err, errlen, -ESTALE,
+				 "HELLO epoch %" PRIu64 " below min_epoch %"
+				 PRIu64, h->epoch, cfg->min_epoch);
+	return link_negotiate(h, cfg->features, proto, features, err, errlen);
+}
+
+static int srv_session(struct rdma_link *rl, const struct link_hello *h,
+		       uint16_t proto, uint64_t features)
+{
+	struct link_session *s = &rl->sess;
+
+	memset(s, 0, sizeof(*s));
+	if (getrandom(s->id, sizeof(s->id), 0) != (ssize_t)sizeof(s->id))
+		return rdma_errno();
+	s->proto = proto;
+	s->nr_bulk = h->nr_bulk;
+	s->features = features;
+	s->seed = link_session_seed(s->id);
+	s->min_epoch = rl->cfg.min_epoch;
+	snprintf(s->peer_name, sizeof(s->peer_name), "%s", h->name);
+	rl->nr_bulk = h->nr_bulk;
+	return 0;
+}
+
+static int srv_hello(struct rdma_conn *c, const struct rdma_record *rec)
+{
+	struct rdma_link *rl = c->rl;
+	struct link_hello h;
+	struct link_welcome w;
+	struct wire_buf b;
+	char err[TP_ERR_MAX];
+	uint16_t proto = 0;
+	uint64_t features = 0;
+	int rc;
+
+	rc = link_hello_decode(rec->body, c->rh.length, &h, err, sizeof(err));
+	if (rc == 0)
+		rc = srv_hello_check(rl, &h, &proto, &features, err,
+				     sizeof(err));
+	if (rc != 0)
+		return conn_fail(c, rc, "%s", err);
+	rc = srv_session(rl, &h, proto, features);
+	if (rc != 0)
+		return conn_fail(c, rc, "no session id: %s", strerror(-rc));
+	memset(&w, 0, sizeof(w));
+	w.proto = proto;
+	w.nr_bulk = h.nr_bulk;
+	w.features = features;
+	memcpy(w.session, rl->sess.id, LINK_SESSION_ID);
+	w.min_epoch = rl->cfg.min_epoch;
+	snprintf(w.name, sizeof(w.name), "%s", rl->cfg.local_name);
+	wire_buf_init(&b);
+	link_welcome_put(&b, &w);
+	rc = hs_send(c, WIRE_REC_LINK_WELCOME, &b);
+	wire_buf_fini(&b);
+	if (rc != 0)
+		return rc;
+	conn_set_state(c, RDMA_CS_READY);
+	if (rl->nr_bulk == 0)
+		link_up(rl);
+	else
+		link_set_state(rl, RDMA_LS_JOINING);
+	return 0;
+}
+
+static struct rdma_link *lis_find(struct rdma_lis *lis,
+				  const uint8_t id[LINK_SESSION_ID])
+{
+	struct rdma_link *rl;
+
+	for (rl = lis->pending; rl; rl = rl->next)
+		if (link_state(rl) == RDMA_LS_JOINING &&
+		    memcmp(rl->sess.id, id, LINK_SESSION_ID) == 0)
+			return rl;
+	return NULL;
+}
+
+static void lis_pending_remove(struct rdma_lis *lis, struct rdma_link *rl)
+{
+	struct rdma_link **pp;
+
+	for (pp = &lis->pending; *pp; pp = &(*pp)->next) {
+		if (*pp == rl) {
+			*pp = rl->next;
+			rl->next = NULL;
+			return;
+		}
+	}
+}
+
+static void lis_orphan_remove(struct rdma_lis *lis, struct rdma_conn *c)
+{
+	struct rdma_conn **pp;
+
+	for (pp = &lis->orphans; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			c->next = NULL;
+			return;
+		}
+	}
+}
+
+/* A bulk conn's JOIN: attach it to its pending link, answer JOINED. */
+static int srv_join(struct rdma_conn *c, const struct rdma_record *rec)
+{
+	struct link_join j;
+	struct rdma_link *rl;
+	struct wire_buf b;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	rc = link_join_decode(rec->body, c->rh.length, &j, err, sizeof(err));
+	if (rc != 0)
+		return conn_fail(c, rc, "%s", err);
+	rl = lis_find(c->lis, j.session);
+	if (rl == NULL)
+		return conn_fail(c, -ENOENT, "JOIN for unknown session "
+				 "%02x%02x%02x%02x...", j.session[0],
+				 j.session[1], j.session[2], j.session[3]);
+	if (j.chan != c->chan || j.chan > rl->nr_bulk || rl->conn[j.chan])
+		return conn_fail(c, -EPROTO, "JOIN for channel %" PRIu32
+				 " on a connection for channel %u (session "
+				 "has %u bulk channels)", j.chan, c->chan,
+				 rl->nr_bulk);
+	lis_orphan_remove(c->lis, c);
+	if (c->timer_ev)
+		event_del(c->timer_ev);
+	c->rl = rl;
+	rl->conn[c->chan] = c;
+	wire_buf_init(&b);
+	link_joined_put(&b, j.chan);
+	rc = hs_send(c, WIRE_REC_LINK_JOINED, &b);
+	wire_buf_fini(&b);
+	if (rc != 0)
+		return rc;
+	conn_set_state(c, RDMA_CS_READY);
+	if (++rl->nr_joined == rl->nr_bulk)
+		link_up(rl);
+	return 0;
+}
+
+static int cli_conn_start(struct rdma_link *rl, unsigned chan,
+			  char *err, size_t errlen);
+
+static int cli_welcome_check(const struct rdma_link *rl,
+			     const struct link_welcome *w,
+			     char *err, size_t errlen)
+{
+	const struct tp_config *cfg = &rl->cfg;
+
+	if (cfg->peer_name[0] && strcmp(w->name, cfg->peer_name) != 0)
+		return rdma_errf(err, errlen, -EACCES,
+				 "WELCOME from \"%s\", expected peer \"%s\"",
+				 w->name, cfg->peer_name);
+	if (w->proto < TP_PROTO_MIN || w->proto > TP_PROTO_MAX)
+		return rdma_errf(err, errlen, -EPROTONOSUPPORT,
+				 "WELCOME protocol %u not in %u..%u", w->proto,
+				 TP_PROTO_MIN, TP_PROTO_MAX);
+	if (w->nr_bulk != cfg->nr_bulk)
+		return rdma_errf(err, errlen, -EPROTO,
+				 "WELCOME with %" PRIu32
+				 " bulk channels, asked for %u", w->nr_bulk,
+				 cfg->nr_bulk);
+	if (w->features & ~cfg->features)
+		return rdma_errf(err, errlen, -EPROTO,
+				 "WELCOME features 0x%016" PRIx64
+				 " not offered (offered 0x%016" PRIx64 ")",
+				 w->features, cfg->features);
+	return 0;
+}
+
+static int cli_welcome(struct rdma_conn *c, const struct rdma_record *rec)
+{
+	struct rdma_link *rl = c->rl;
+	struct link_session *s = &rl->sess;
+	struct link_welcome w;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	rc = link_welcome_decode(rec->body, c->rh.length, &w, err, sizeof(err));
+	if (rc == 0)
+		rc = cli_welcome_check(rl, &w, err, sizeof(err));
+	if (rc != 0)
+		return conn_fail(c, rc, "%s", err);
+	memset(s, 0, sizeof(*s));
+	s->proto = w.proto;
+	s->nr_bulk = w.nr_bulk;
+	s->features = w.features;
+	memcpy(s->id, w.session, LINK_SESSION_ID);
+	s->seed = link_session_seed(s->id);
+	s->min_epoch = w.min_epoch > rl->cfg.min_epoch ? w.min_epoch
+						       : rl->cfg.min_epoch;
+	snprintf(s->peer_name, sizeof(s->peer_name), "%s", w.name);
+	rl->nr_bulk = w.nr_bulk;
+	conn_set_state(c, RDMA_CS_READY);
+	if (rl->nr_bulk == 0) {
+		link_up(rl);
+		return 0;
+	}
+	link_set_state(rl, RDMA_LS_JOINING);
+	for (unsigned k = 1; k <= rl->nr_bulk; k++) {
+		rc = cli_conn_start(rl, k, err, sizeof(err));
+		if (rc != 0)
+			return conn_fail(c, rc, "bulk channel %u: %s", k, err);
+	}
+	return 0;
+}
+
+static int cli_joined(struct rdma_conn *c, const struct rdma_record *rec)
+{
+	struct rdma_link *rl = c->rl;
+	char err[TP_ERR_MAX];
+	uint32_t chan;
+	int rc;
+
+	rc = link_joined_decode(rec->body, c->rh.length, &chan, err,
+				sizeof(err));
+	if (rc != 0)
+		return conn_fail(c, rc, "%s", err);
+	if (chan != c->chan)
+		return conn_fail(c, -EPROTO, "JOINED for channel %" PRIu32
+				 " on channel %u", chan, c->chan);
+	conn_set_state(c, RDMA_CS_READY);
+	if (++rl->nr_joined == rl->nr_bulk)
+		link_up(rl);
+	return 0;
+}
+
+/* One complete handshake record on c (state HANDSHAKE). */
+static int hs_record(struct rdma_conn *c, const struct rdma_record *rec)
+{
+	char err[TP_ERR_MAX], why[LINK_BYE_MAX + 1];
+	uint32_t type = c->rh.type;
+	int rc;
+
+	rc = wire_record_verify_seeded(rec->hdr, rec->body, &c->rh, 0, err,
+				       sizeof(err));
+	if (rc != 0)
+		return conn_fail(c, rc, "handshake %s", err);
+	if (type == WIRE_REC_LINK_BYE) {
+		link_bye_decode(rec->body, c->rh.length, why, sizeof(why));
+		return conn_fail(c, -ECONNREFUSED, "peer refused: %s", why);
+	}
+	if (c->server && c->chan == 0 && type == WIRE_REC_LINK_HELLO &&
+	    c->rl && link_state(c->rl) == RDMA_LS_HELLO)
+		return srv_hello(c, rec);
+	if (c->server && c->chan > 0 && type == WIRE_REC_LINK_JOIN &&
+	    c->rl == NULL)
+		return srv_join(c, rec);
+	if (!c->server && c->chan == 0 && type == WIRE_REC_LINK_WELCOME &&
+	    link_state(c->rl) == RDMA_LS_HELLO)
+		return cli_welcome(c, rec);
+	if (!c->server && c->chan > 0 && type == WIRE_REC_LINK_JOINED)
+		return cli_joined(c, rec);
+	return conn_fail(c, -EPROTO, "unexpected %s record in the handshake",
+			 wire_record_type_name(type));
+}
+
+/* ---- receive side ------------------------------------------------------------ */
+
+/*
+ * First chunk of a record: the core checks the header once the link is
+ * up; before that the handshake cap applies.  The framed length must match
+ * the chunk header's.
+ */
+static int conn_check_hdr(void *arg, const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			  uint32_t rec_len, char *err, size_t errlen)
+{
+	struct rdma_conn *c = arg;
+	size_t framed;
+	int rc;
+
+	if (c->state == RDMA_CS_HANDSHAKE) {
+		rc = wire_record_header_decode(hdr, RDMA_HS_BODY_MAX, &c->rh,
+					       err, errlen);
+		if (rc != 0)
+			return rc;
+	} else {
+		rc = tpl_header(c->rl->link, c->chan, hdr, &c->rh);
+		if (rc != 0)
+			return rdma_errf(err, errlen, rc,
+					 "record header refused: %s",
+					 strerror(-rc));
+	}
+	framed = WIRE_RECORD_HEADER_SIZE + wire_padded_length(c->rh.length);
+	if (framed != rec_len)
+		return rdma_errf(err, errlen, -EBADMSG,
+				 "%s record of length %" PRIu32
+				 " frames to %zu bytes, chunk header says %"
+				 PRIu32, wire_record_type_name(c->rh.type),
+				 c->rh.length, framed, rec_len);
+	return 0;
+}
+
+static bool conn_may_consume(const struct rdma_conn *c)
+{
+	if (c->doomed || c->paused)
+		return false;
+	if (c->state == RDMA_CS_HANDSHAKE)
+		return true;
+	return c->state == RDMA_CS_READY && c->rl &&
+	       link_state(c->rl) == RDMA_LS_UP;
+}
+
+static int conn_record(struct rdma_conn *c, struct rdma_record *rec)
+{
+	int rc;
+
+	if (c->state == RDMA_CS_HANDSHAKE) {
+		rc = hs_record(c, rec);
+		free(rec->body);
+		return rc;
+	}
+	rc = tpl_input(c->rl->link, c->chan, rec->hdr, &c->rh, rec->body);
+	if (rc == 1) {
+		c->paused = true;
+		log_debug("rdma: chan %u (%s): paused by the consumer",
+			  c->chan, c->peer);
+		return 0;
+	}
+	return rc;
+}
+
+/* Consumes one arrived chunk: into the reassembly, then free its slot. */
+static int conn_chunk(struct rdma_conn *c, const struct rdma_rx_ent *ent)
+{
+	const uint8_t *p = c->rbuf + (size_t)ent->slot * c->geom.slot_size;
+	struct rdma_record rec;
+	char err[TP_ERR_MAX] = "";
+	int rc, prc = 0;
+
+	rc = rdma_reasm_chunk(&c->reasm, p, ent->len, conn_check_hdr, c, &rec,
+			      err, sizeof(err));
+	rdma_rx_consume(&c->rx);
+	if (c->mode == RDMA_MODE_SEND)
+		prc = conn_post_recv(c, ent->slot);
+	if (rc < 0)
+		return conn_fail(c, rc, "%s", err);
+	if (prc != 0) {
+		if (rc == 1)
+			free(rec.body);
+		return conn_fail(c, prc, "cannot repost receive buffer %"
+				 PRIu32 ": %s", ent->slot, strerror(-prc));
+	}
+	return rc == 1 ? conn_record(c, &rec) : 0;
+}
+
+static void conn_rx_drain(struct rdma_conn *c)
+{
+	struct rdma_rx_ent ent;
+
+	while (conn_may_consume(c) && rdma_rx_peek(&c->rx, &ent) == 0)
+		if (conn_chunk(c, &ent) < 0)
+			return;
+}
+
+static int conn_credit_in(struct rdma_conn *c, uint32_t idx, uint32_t len)
+{
+	const uint8_t *p;
+	char err[TP_ERR_MAX];
+	uint32_t consumed;
+	int rc;
+
+	if (c->mode == RDMA_MODE_SEND)
+		p = c->rbuf + (size_t)idx * c->geom.slot_size;
+	else
+		p = c->mbuf + (size_t)idx * RDMA_MSG_BUF;
+	rc = rdma_credit_decode(p, len, &consumed, err, sizeof(err));
+	if (rc == 0) {
+		pthread_mutex_lock(&c->tx_lock);
+		rc = rdma_tx_credit(&c->tx, consumed, err, sizeof(err));
+		pthread_mutex_unlock(&c->tx_lock);
+	}
+	if (rc < 0)
+		return conn_fail(c, rc, "%s", err);
+	rc = conn_post_recv(c, idx);
+	if (rc != 0)
+		return conn_fail(c, rc, "cannot repost receive buffer %" PRIu32
+				 ": %s", idx, strerror(-rc));
+	return 0;
+}
+
+static int conn_recv(struct rdma_conn *c, const struct ibv_wc *wc)
+{
+	uint32_t idx = WR_IDX(wc->wr_id), imm = be32toh(wc->imm_data);
+	bool with_imm = (wc->wc_flags & IBV_WC_WITH_IMM) != 0;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	if (idx >= c->nr_rq)
+		return conn_fail(c, -EIO, "receive completion for buffer %"
+				 PRIu32 " of %" PRIu32 " (bug)", idx, c->nr_rq);
+	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM &&
+	    c->mode == RDMA_MODE_WRITE) {
+		rc = rdma_rx_arrive(&c->rx, imm, 0, c->geom.slot_size, err,
+				    sizeof(err));
+		if (rc == 0)
+			rc = conn_post_recv(c, idx);
+		return rc ? conn_fail(c, rc, "%s", err) : 0;
+	}
+	if (wc->opcode == IBV_WC_RECV && with_imm &&
+	    c->mode == RDMA_MODE_SEND) {
+		rc = rdma_rx_arrive(&c->rx, imm, idx, wc->byte_len, err,
+				    sizeof(err));
+		return rc ? conn_fail(c, rc, "%s", err) : 0;
+	}
+	if (wc->opcode == IBV_WC_RECV && !with_imm)
+		return conn_credit_in(c, idx, wc->byte_len);
+	return conn_fail(c, -EPROTO, "receive opcode %d%s on a %s channel",
+			 (int)wc->opcode, with_imm ? " with immediate" : "",
+			 rdma_mode_name(c->mode));
+}
+
+static int conn_wc(struct rdma_conn *c, const struct ibv_wc *wc)
+{
+	unsigned kind = WR_KIND(wc->wr_id);
+
+	if (wc->status != IBV_WC_SUCCESS) {
+		if (wc->status == IBV_WC_WR_FLUSH_ERR)
+			return conn_fail(c, -ECONNRESET, "work request "
+					 "flushed: %s", ibv_wc_status_str(wc->status));
+		return conn_fail(c, -EIO, "work request %s failed: %s "
+				 "(vendor error 0x%x)",
+				 kind == RDMA_WR_RECV ? "receive" : "send",
+				 ibv_wc_status_str(wc->status), wc->vendor_err);
+	}
+	if (kind == RDMA_WR_CHUNK || kind == RDMA_WR_CREDIT) {
+		pthread_mutex_lock(&c->tx_lock);
+		c->sq_used--;
+		if (kind == RDMA_WR_CREDIT)
+			c->credit_busy = false;
+		pthread_mutex_unlock(&c->tx_lock);
+		return 0;
+	}
+	if (kind == RDMA_WR_RECV)
+		return conn_recv(c, wc);
+	return conn_fail(c, -EIO, "completion for work request 0x%016" PRIx64
+			 " (bug)", (uint64_t)wc->wr_id);
+}
+
+static void conn_poll(struct rdma_conn *c)
+{
+	struct ibv_wc wc[RDMA_POLL_BATCH];
+	int n, i;
+
+	while (!c->doomed && (n = ibv_poll_cq(c->cq, RDMA_POLL_BATCH, wc)) > 0)
+		for (i = 0; i < n; i++)
+			if (conn_wc(c, &wc[i]) < 0)
+				return;
+	if (!c->doomed && n < 0) {
+		conn_fail(c, -EIO, "polling the completion queue failed");
+		return;
+	}
+	conn_rx_drain(c);
+	conn_tx_kick(c);
+}
+
+static void conn_cq_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_conn *c = arg;
+	struct ibv_cq *cq;
+	void *ctx;
+
+	(void)fd;
+	(void)what;
+	while (ibv_get_cq_event(c->cc, &cq, &ctx) == 0)
+		ibv_ack_cq_events(cq, 1);
+	if (c->doomed)
+		return;
+	if (ibv_req_notify_cq(c->cq, 0) != 0) {
+		conn_fail(c, -EIO, "cannot rearm the completion queue");
+		return;
+	}
+	conn_poll(c);
+}
+
+/* ---- link up, destruction -------------------------------------------------- */
+
+static void link_up(struct rdma_link *rl)
+{
+	struct tp_link *link = tpl_new(rl->ctx, &rl->cfg, &tp_rdma_ops, rl);
+	struct rdma_lis *lis = rl->lis;
+
+	if (link == NULL) {
+		link_hs_fail(rl, -ENOMEM, "cannot create the link");
+		return;
+	}
+	rl->link = link;
+	if (rl->timer_ev)
+		event_del(rl->timer_ev);
+	if (lis) {
+		lis_pending_remove(lis, rl);
+		rl->lis = NULL;
+		for (unsigned i = 0; i <= rl->nr_bulk; i++)
+			rl->conn[i]->lis = NULL;
+	}
+	tpl_up(link, &rl->sess);           /* before connect() can return it */
+	link_set_state(rl, RDMA_LS_UP);
+	log_warn("rdma: link with %s (%s, %u bulk channels) is NOT encrypted "
+		 "and NOT authenticated (security insecure): anyone on the "
+		 "RDMA fabric can read or forge its records",
+		 rl->sess.peer_name, rl->peer, rl->nr_bulk);
+	if (lis)
+		tpl_listener_push(lis->l, link);
+	for (unsigned i = 0; i <= rl->nr_bulk; i++) {
+		conn_rx_drain(rl->conn[i]);
+		conn_tx_kick(rl->conn[i]);
+	}
+}
+
+static struct rdma_link *link_new(struct tp_ctx *ctx,
+				  const struct tp_config *cfg,
+				  enum rdma_role role,
+				  enum rdma_link_state state)
+{
+	struct rdma_link *rl = calloc(1, sizeof(*rl));
+	pthread_condattr_t ca;
+
+	if (rl == NULL)
+		return NULL;
+	rl->ctx = ctx;
+	rl->cfg = *cfg;
+	rl->role = role;
+	atomic_init(&rl->state, (int)state);
+	pthread_mutex_init(&rl->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&rl->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	return rl;
+}
+
+/* Loop thread, outside any callback of rl's conns. */
+static void link_destroy(struct rdma_link *rl)
+{
+	for (unsigned i = 0; i <= TP_MAX_BULK; i++)
+		conn_destroy(rl->conn[i]);
+	if (rl->timer_ev)
+		event_free(rl->timer_ev);
+	pthread_cond_destroy(&rl->cond);
+	pthread_mutex_destroy(&rl->mu);
+	free(rl);
+}
+
+static void link_destroy_cb(void *arg)
+{
+	link_destroy(arg);
+}
+
+/* ---- CM events ------------------------------------------------------------------ */
+
+static void cm_copy(const struct rdma_cm_event *ev, struct rdma_cm_copy *e)
+{
+	size_t n = ev->param.conn.private_data_len;
+
+	e->type = ev->event;
+	e->status = ev->status;
+	e->id = ev->id;
+	e->pdata_len = 0;
+	if (e->type != RDMA_CM_EVENT_CONNECT_REQUEST &&
+	    e->type != RDMA_CM_EVENT_ESTABLISHED)
+		return;
+	if (ev->param.conn.private_data && n && n <= sizeof(e->pdata)) {
+		memcpy(e->pdata, ev->param.conn.private_data, n);
+		e->pdata_len = n;
+	}
+}
+
+static int cm_error_rc(const struct rdma_cm_copy *e)
+{
+	switch (e->type) {
+	case RDMA_CM_EVENT_REJECTED:
+		return -ECONNREFUSED;
+	case RDMA_CM_EVENT_UNREACHABLE:
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+		return e->status < 0 ? e->status : -ENETUNREACH;
+	case RDMA_CM_EVENT_DEVICE_REMOVAL:
+		return -ENODEV;
+	default:
+		return e->status < 0 ? e->status : -ECONNABORTED;
+	}
+}
+
+static void cli_route(struct rdma_conn *c)
+{
+	if (rdma_resolve_route(c->id, RDMA_CM_TIMEOUT_MS) != 0) {
+		conn_fail(c, rdma_errno(), "cannot resolve a route to %s: %s",
+			  c->peer, strerror(errno));
+		return;
+	}
+	conn_set_state(c, RDMA_CS_ROUTE);
+}
+
+static void cli_connect(struct rdma_conn *c)
+{
+	uint8_t adv[RDMA_ADVERT_SIZE];
+	struct rdma_conn_param p;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	rc = conn_setup_verbs(c, err, sizeof(err));
+	if (rc != 0) {
+		conn_fail(c, rc, "%s", err);
+		return;
+	}
+	rc = conn_advert(c, adv);
+	conn_param_init(&p, adv);
+	if (rc == 0 && rdma_connect(c->id, &p) != 0)
+		rc = rdma_errno();
+	if (rc != 0) {
+		conn_fail(c, rc, "cannot connect: %s", strerror(-rc));
+		return;
+	}
+	conn_set_state(c, RDMA_CS_CONNECTING);
+}
+
+/* Client: connected; learn the peer's ring and send this channel's record. */
+static void cli_established(struct rdma_conn *c, const struct rdma_cm_copy *e)
+{
+	struct rdma_link *rl = c->rl;
+	struct rdma_advert adv;
+	struct wire_buf b;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	rc = rdma_advert_decode(e->pdata, e->pdata_len, &adv, err, sizeof(err));
+	if (rc == 0)
+		rc = conn_tx_setup(c, &adv, err, sizeof(err));
+	if (rc != 0) {
+		conn_fail(c, rc, "%s", err);
+		return;
+	}
+	conn_set_state(c, RDMA_CS_HANDSHAKE);
+	wire_buf_init(&b);
+	if (c->chan == 0) {
+		struct link_hello h = {
+			.proto_min = TP_PROTO_MIN, .proto_max = TP_PROTO_MAX,
+			.nr_bulk = rl->cfg.nr_bulk, .features = rl->cfg.features,
+			.epoch = rl->cfg.min_epoch,
+		};
+
+		snprintf(h.name, sizeof(h.name), "%s", rl->cfg.local_name);
+		link_hello_put(&b, &h);
+		if (hs_send(c, WIRE_REC_LINK_HELLO, &b) == 0)
+			link_set_state(rl, RDMA_LS_HELLO);
+	} else {
+		struct link_join j = { .chan = c->chan };
+
+		memcpy(j.session, rl->sess.id, LINK_SESSION_ID);
+		link_join_put(&b, &j);
+		hs_send(c, WIRE_REC_LINK_JOIN, &b);
+	}
+	wire_buf_fini(&b);
+	conn_rx_drain(c);
+}
+
+static void conn_disconnected(struct rdma_conn *c)
+{
+	bool disc;
+
+	conn_set_state(c, RDMA_CS_DOWN);
+	pthread_mutex_lock(&c->tx_lock);
+	disc = !c->disconnected;
+	c->disconnected = true;
+	c->tx_closing = true;
+	pthread_mutex_unlock(&c->tx_lock);
+	if (disc)
+		rdma_disconnect(c->id);   /* completes the peer's request */
+	conn_fail(c, -ECONNRESET, "peer disconnected");
+}
+
+static void conn_cm_bug(struct rdma_conn *c, const struct rdma_cm_copy *e)
+{
+	atomic_fetch_add(&rdma_bugs, 1);
+	conn_fail(c, -EPROTO, "CM event %s in state %s (bug)",
+		  rdma_event_str(e->type), rdma_cs_names[c->state]);
+}
+
+static void conn_cm_event(struct rdma_conn *c, const struct rdma_cm_copy *e)
+{
+	log_debug("rdma: chan %u (%s): %s, status %d, in state %s", c->chan,
+		  c->peer, rdma_event_str(e->type), e->status,
+		  rdma_cs_names[c->state]);
+	switch (e->type) {
+	case RDMA_CM_EVENT_ADDR_RESOLVED:
+		if (c->state == RDMA_CS_ADDR)
+			cli_route(c);
+		else
+			conn_cm_bug(c, e);
+		break;
+	case RDMA_CM_EVENT_ROUTE_RESOLVED:
+		if (c->state == RDMA_CS_ROUTE)
+			cli_connect(c);
+		else
+			conn_cm_bug(c, e);
+		break;
+	case RDMA_CM_EVENT_ESTABLISHED:
+		/* a server conn could send since accept: nothing to do */
+		if (!c->server && c->state == RDMA_CS_CONNECTING)
+			cli_established(c, e);
+		else if (!c->server)
+			conn_cm_bug(c, e);
+		break;
+	case RDMA_CM_EVENT_DISCONNECTED:
+		conn_disconnected(c);
+		break;
+	case RDMA_CM_EVENT_TIMEWAIT_EXIT:
+	case RDMA_CM_EVENT_ADDR_CHANGE:
+		break;
+	default:
+		conn_set_state(c, RDMA_CS_DOWN);
+		conn_fail(c, cm_error_rc(e), "%s (status %d)",
+			  rdma_event_str(e->type), e->status);
+		break;
+	}
+}
+
+static void conn_cm_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_conn *c = arg;
+	struct rdma_cm_event *ev;
+	struct rdma_cm_copy e;
+
+	(void)fd;
+	(void)what;
+	while (!c->doomed && rdma_get_cm_event(c->ec, &ev) == 0) {
+		cm_copy(ev, &e);
+		rdma_ack_cm_event(ev);
+		conn_cm_event(c, &e);
+	}
+}
+
+/* A CM event channel of its own for c, watched by the loop. */
+static int conn_cm_watch(struct rdma_conn *c, char *err, size_t errlen)
+{
+	c->ec = rdma_create_event_channel();
+	if (c->ec == NULL)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot open the RDMA connection manager: %s "
+				 "(is there an RDMA device?)", strerror(errno));
+	if (rdma_nonblock(c->ec->fd) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot make the CM channel non-blocking");
+	c->cm_ev = event_new(tpl_ctx_base(c->ctx), c->ec->fd,
+			     EV_READ | EV_PERSIST, conn_cm_cb, c);
+	if (c->cm_ev == NULL || event_add(c->cm_ev, NULL) != 0)
+		return rdma_errf(err, errlen, -ENOMEM,
+				 "cannot watch the CM channel");
+	return 0;
+}
+
+/* Client: a new conn for chan, resolving the link's address. */
+static int cli_conn_start(struct rdma_link *rl, unsigned chan,
+			  char *err, size_t errlen)
+{
+	struct rdma_conn *c = conn_new(rl->ctx, chan, false, rl->peer);
+	int rc;
+
+	if (c == NULL)
+		return rdma_errf(err, errlen, -ENOMEM, "out of memory");
+	c->rl = rl;
+	rl->conn[chan] = c;
+	rc = conn_cm_watch(c, err, errlen);
+	if (rc != 0)
+		return rc;
+	if (rdma_create_id(c->ec, &c->id, c, RDMA_PS_TCP) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot create a CM id: %s", strerror(errno));
+	if (rdma_resolve_addr(c->id, NULL, (struct sockaddr *)&rl->dst,
+			      RDMA_CM_TIMEOUT_MS) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "cannot resolve %s: %s", rl->peer,
+				 strerror(errno));
+	return 0;
+}
+
+/* ---- client ------------------------------------------------------------------ */
+
+static void cli_start_cb(void *arg)
+{
+	struct rdma_link *rl = arg;
+	char err[TP_ERR_MAX];
+	int rc;
+
+	rl->loop = pthread_self();
+	rc = cli_conn_start(rl, 0, err, sizeof(err));
+	if (rc != 0)
+		link_hs_fail(rl, rc, "%s", err);
+}
+
+static void cli_timeout_cb(void *arg)
+{
+	struct rdma_link *rl = arg;
+	int ms = rl->cfg.handshake_timeout_ms > 0 ? rl->cfg.handshake_timeout_ms
+						  : RDMA_HS_TIMEOUT_MS;
+
+	link_hs_fail(rl, -ETIMEDOUT, "handshake timed out after %d ms in "
+		     "state %s", ms, rdma_ls_names[link_state(rl)]);
+}
+
+static bool cli_settled(const struct rdma_link *rl)
+{
+	enum rdma_link_state st = link_state(rl);
+
+	return st == RDMA_LS_UP || st == RDMA_LS_FAILED ||
+	       st == RDMA_LS_CLOSING;
+}
+
+/* Waits for the handshake; 0 once up, else the link's error. */
+static int cli_wait(struct rdma_link *rl)
+{
+	int ms = rl->cfg.handshake_timeout_ms > 0 ? rl->cfg.handshake_timeout_ms
+						  : RDMA_HS_TIMEOUT_MS;
+	struct timespec dl;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += ms / 1000;
+	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&rl->mu);
+	while (!cli_settled(rl))
+		if (pthread_cond_timedwait(&rl->cond, &rl->mu, &dl) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&rl->mu);
+	if (!cli_settled(rl))
+		tpl_ctx_call(rl->ctx, cli_timeout_cb, rl);
+	return link_state(rl) == RDMA_LS_FAILED ? rl->rc : 0;
+}
+
+static int rdma_cfg_check(const struct tp_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->security != TP_SEC_INSECURE)
+		return rdma_errf(err, errlen, -EPROTONOSUPPORT,
+				 "rdma: security %s refused: RDMA links carry "
+				 "no TLS; set security insecure for RDMA or "
+				 "use tcp", tp_security_name(cfg->security));
+	if (cfg->nr_bulk > TP_MAX_BULK)
+		return rdma_errf(err, errlen, -EINVAL,
+				 "rdma: nr_bulk %u > max %u", cfg->nr_bulk,
+				 TP_MAX_BULK);
+	return 0;
+}
+
+static int rdma_op_connect(struct tp_ctx *ctx, const struct tp_config *cfg,
+			   const char *addr, struct tp_link **out,
+			   char *err, size_t errlen)
+{
+	struct rdma_link *rl;
+	int rc = rdma_cfg_check(cfg, err, errlen);
+
+	if (rc != 0)
+		return rc;
+	rl = link_new(ctx, cfg, RDMA_CLIENT, RDMA_LS_CONNECTING);
+	if (rl == NULL)
+		return rdma_errf(err, errlen, -ENOMEM, "rdma: out of memory");
+	snprintf(rl->peer, sizeof(rl->peer), "%s", addr ? addr : "?");
+	rc = rdma_addr_parse(addr, false, &rl->dst, err, errlen);
+	if (rc != 0) {
+		link_destroy(rl);
+		return rc;
+	}
+	tpl_ctx_call(ctx, cli_start_cb, rl);
+	rc = cli_wait(rl);
+	if (rc == 0) {
+		*out = rl->link;
+		return 0;
+	}
+	rdma_errf(err, errlen, rc, "%s", rl->err);
+	tpl_ctx_call(ctx, link_destroy_cb, rl);
+	return rc;
+}
+
+/* ---- server ------------------------------------------------------------------ */
+
+static void lis_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_lis *lis = arg;
+	struct rdma_conn *c;
+	struct rdma_link *rl;
+
+	(void)fd;
+	(void)what;
+	while ((c = lis->doomed) != NULL) {
+		lis->doomed = c->next;
+		conn_destroy(c);
+	}
+	while ((rl = lis->doomed_links) != NULL) {
+		lis->doomed_links = rl->next;
+		link_destroy(rl);
+	}
+}
+
+static void lis_doom_conn(struct rdma_lis *lis, struct rdma_conn *c)
+{
+	lis_orphan_remove(lis, c);
+	conn_quiesce(c);
+	c->next = lis->doomed;
+	lis->doomed = c;
+	if (lis->reap_ev)
+		event_active(lis->reap_ev, EV_TIMEOUT, 1);
+}
+
+static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl)
+{
+	lis_pending_remove(lis, rl);
+	rl->next = lis->doomed_links;
+	lis->doomed_links = rl;
+	if (lis->reap_ev)
+		event_active(lis->reap_ev, EV_TIMEOUT, 1);
+}
+
+static int srv_hs_ms(const struct rdma_lis *lis)
+{
+	return lis->cfg.handshake_timeout_ms > 0 ? lis->cfg.handshake_timeout_ms
+						 : RDMA_HS_TIMEOUT_MS;
+}
+
+static void srv_link_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_link *rl = arg;
+
+	(void)fd;
+	(void)what;
+	link_hs_fail(rl, -ETIMEDOUT, "handshake timed out after %d ms in "
+		     "state %s", rl->lis ? srv_hs_ms(rl->lis) : 0,
+		     rdma_ls_names[link_state(rl)]);
+}
+
+static void srv_orphan_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	conn_fail(c, -ETIMEDOUT, "no JOIN within %d ms", srv_hs_ms(c->lis));
+}
+
+static int srv_timer(struct rdma_lis *lis, struct event **ev,
+		     void (*cb)(evutil_socket_t, short, void *), void *arg)
+{
+	int ms = srv_hs_ms(lis);
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	*ev = evtimer_new(tpl_ctx_base(lis->ctx), cb, arg);
+	if (*ev == NULL || evtimer_add(*ev, &tv) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Control channel accepted: a pending link waits for its HELLO. */
+static int srv_link_new(struct rdma_lis *lis, struct rdma_conn *c)
+{
+	struct rdma_link *rl = link_new(lis->ctx, &lis->cfg, RDMA_SERVER,
+					RDMA_LS_HELLO);
+
+	if (rl == NULL)
+		return -ENOMEM;
+	rl->loop = lis->loop;
+	rl->lis = lis;
+	snprintf(rl->peer, sizeof(rl->peer), "%s", c->peer);
+	rl->conn[0] = c;
+	c->rl = rl;
+	rl->next = lis->pending;
+	lis->pending = rl;
+	return srv_timer(lis, &rl->timer_ev, srv_link_timer_cb, rl);
+}
+
+/* Own CM channel, verbs, the peer's ring, accept with ours. */
+static int srv_conn_setup(struct rdma_conn *c, const struct rdma_advert *peer,
+			  char *err, size_t errlen)
+{
+	uint8_t adv[RDMA_ADVERT_SIZE];
+	struct rdma_conn_param p;
+	int rc = conn_cm_watch(c, err, errlen);
+
+	if (rc == 0 && rdma_migrate_id(c->id, c->ec) != 0)
+		rc = rdma_errf(err, errlen, rdma_errno(),
+			       "cannot move the CM id: %s", strerror(errno));
+	if (rc == 0)
+		rc = conn_setup_verbs(c, err, errlen);
+	if (rc == 0)
+		rc = conn_tx_setup(c, peer, err, errlen);
+	if (rc == 0)
+		rc = conn_advert(c, adv);
+	if (rc != 0)
+		return rc;
+	conn_param_init(&p, adv);
+	if (rdma_accept(c->id, &p) != 0)
+		return rdma_errf(err, errlen, rdma_errno(), "cannot accept: %s",
+				 strerror(errno));
+	return conn_set_state(c, RDMA_CS_HANDSHAKE);
+}
+
+/* Refuses a request whose conn was never accepted, and frees it. */
+static void lis_request_refuse(struct rdma_lis *lis, struct rdma_conn *c,
+			       const char *err)
+{
+	struct rdma_link *rl = c->rl;
+
+	rdma_reject(c->id, NULL, 0);
+	tpl_listener_refuse(lis->l, c->peer, "rdma chan %u: %s", c->chan, err);
+	if (rl) {
+		lis_pending_remove(lis, rl);
+		link_destroy(rl);            /* and c, its conn[0] */
+	} else {
+		conn_destroy(c);
+	}
+}
+
+static void lis_conn_request(struct rdma_lis *lis, const struct rdma_cm_copy *e)
+{
+	struct rdma_advert adv;
+	struct rdma_conn *c;
+	char peer[RDMA_ADDR_MAX], err[TP_ERR_MAX] = "out of memory";
+	int rc;
+
+	rdma_sockaddr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
+	rc = rdma_advert_decode(e->pdata, e->pdata_len, &adv, err, sizeof(err));
+	c = rc == 0 ? conn_new(lis->ctx, adv.chan, true, peer) : NULL;
+	if (c == NULL) {
+		rdma_reject(e->id, NULL, 0);
+		rdma_destroy_id(e->id);
+		tpl_listener_refuse(lis->l, peer, "rdma: %s", err);
+		return;
+	}
+	c->lis = lis;
+	c->id = e->id;
+	c->id->context = c;
+	if (adv.chan == 0)
+		rc = srv_link_new(lis, c);
+	else
+		rc = srv_timer(lis, &c->timer_ev, srv_orphan_timer_cb, c);
+	if (rc == 0)
+		rc = srv_conn_setup(c, &adv, err, sizeof(err));
+	if (rc != 0) {
+		lis_request_refuse(lis, c, err);
+		return;
+	}
+	if (adv.chan > 0) {
+		c->next = lis->orphans;
+		lis->orphans = c;
+	}
+}
+
+static void lis_cm_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_lis *lis = arg;
+	struct rdma_cm_event *ev;
+	struct rdma_cm_copy e;
+
+	(void)fd;
+	(void)what;
+	while (rdma_get_cm_event(lis->ec, &ev) == 0) {
+		cm_copy(ev, &e);
+		rdma_ack_cm_event(ev);
+		if (e.type == RDMA_CM_EVENT_CONNECT_REQUEST)
+			lis_conn_request(lis, &e);
+		else
+			log_warn("rdma: listener %s: %s (status %d)",
+				 lis->addr, rdma_event_str(e.type), e.status);
+	}
+}
+
+static void lis_start_cb(void *arg)
+{
+	struct rdma_lis *lis = arg;
+	struct event_base *base = tpl_ctx_base(lis->ctx);
+
+	lis->loop = pthread_self();
+	lis->reap_ev = event_new(base, -1, 0, lis_reap_cb, lis);
+	lis->cm_ev = event_new(base, lis->ec->fd, EV_READ | EV_PERSIST,
+			       lis_cm_cb, lis);
+	if (lis->cm_ev)
+		event_add(lis->cm_ev, NULL);
+}
+
+static void lis_destroy(struct rdma_lis *lis)
+{
+	struct rdma_link *rl;
+	struct rdma_conn *c;
+
+	if (lis->cm_ev)
+		event_free(lis->cm_ev);
+	lis_reap_cb(-1, 0, lis);
+	while ((rl = lis->pending) != NULL) {
+		lis->pending = rl->next;
+		link_destroy(rl);
+	}
+	while ((c = lis->orphans) != NULL) {
+		lis->orphans = c->next;
+		conn_destroy(c);
+	}
+	if (lis->reap_ev)
+		event_free(lis->reap_ev);
+	if (lis->id)
+		rdma_destroy_id(lis->id);
+	if (lis->ec)
+		rdma_destroy_event_channel(lis->ec);
+	free(lis);
+}
+
+static void lis_destroy_cb(void *arg)
+{
+	lis_destroy(arg);
+}
+
+static int lis_bind(struct rdma_lis *lis, const struct sockaddr_storage *ss,
+		    char *err, size_t errlen)
+{
+	lis->ec = rdma_create_event_channel();
+	if (lis->ec == NULL)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "rdma: cannot open the RDMA connection manager: "
+				 "%s (is there an RDMA device?)",
+				 strerror(errno));
+	if (rdma_nonblock(lis->ec->fd) != 0 ||
+	    rdma_create_id(lis->ec, &lis->id, lis, RDMA_PS_TCP) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "rdma: cannot create a CM id: %s",
+				 strerror(errno));
+	if (rdma_bind_addr(lis->id, (struct sockaddr *)ss) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "rdma: cannot bind %s: %s", lis->addr,
+				 strerror(errno));
+	if (rdma_listen(lis->id, RDMA_BACKLOG) != 0)
+		return rdma_errf(err, errlen, rdma_errno(),
+				 "rdma: cannot listen on %s: %s", lis->addr,
+				 strerror(errno));
+	return 0;
+}
+
+static int rdma_op_listen(struct tp_ctx *ctx, const struct tp_config *cfg,
+			  const char *addr, struct tp_listener **out,
+			  char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	struct rdma_lis *lis;
+	uint16_t port;
+	int rc = rdma_cfg_check(cfg, err, errlen);
+
+	if (rc == 0)
+		rc = rdma_addr_parse(addr, true, &ss, err, errlen);
+	if (rc != 0)
+		return rc;
+	lis = calloc(1, sizeof(*lis));
+	if (lis == NULL)
+		return rdma_errf(err, errlen, -ENOMEM, "rdma: out of memory");
+	lis->ctx = ctx;
+	lis->cfg = *cfg;
+	lis->loop = pthread_self();
+	snprintf(lis->addr, sizeof(lis->addr), "%s", addr);
+	rc = lis_bind(lis, &ss, err, errlen);
+	port = rc == 0 ? ntohs(rdma_get_src_port(lis->id)) : 0;
+	if (rc == 0)
+		lis->l = tpl_listener_new(ctx, cfg, &tp_rdma_ops, lis, port);
+	if (rc != 0 || lis->l == NULL) {
+		lis_destroy(lis);  /* no event registered yet */
+		return rc ? rc : rdma_errf(err, errlen, -ENOMEM,
+					   "rdma: out of memory");
+	}
+	tpl_ctx_call(ctx, lis_start_cb, lis);
+	log_warn("rdma: listening on %s (port %u): links accepted here are "
+		 "NOT encrypted and NOT authenticated (security insecure)",
+		 addr, port);
+	*out = lis->l;
+	return 0;
+}
+
+/* ---- ops on an established link --------------------------------------------- */
+
+static int rdma_op_send(struct tp_link *link, unsigned chan,
+			const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
+			const void *body, size_t len, size_t pad)
+{
+	struct rdma_link *rl = tpl_backend(link);
+
+	if (rl == NULL || chan > rl->nr_bulk || rl->conn[chan] == NULL)
+		return -EINVAL;
+	return conn_send(rl->conn[chan], hdr, body, len, pad);
+}
+
+static size_t rdma_op_send_queued(struct tp_link *link, unsigned chan)
+{
+	struct rdma_link *rl = tpl_backend(link);
+	struct rdma_conn *c;
+	size_t q;
+
+	if (rl == NULL || chan > rl->nr_bulk || rl->conn[chan] == NULL)
+		return 0;
+	c = rl->conn[chan];
+	pthread_mutex_lock(&c->tx_lock);
+	q = c->queued;
+	pthread_mutex_unlock(&c->tx_lock);
+	return q;
+}
+
+static void rdma_op_resume_read(struct tp_link *link, unsigned chan)
+{
+	struct rdma_link *rl = tpl_backend(link);
+	struct rdma_conn *c;
+
+	if (rl == NULL || chan > rl->nr_bulk || rl->conn[chan] == NULL)
+		return;
+	c = rl->conn[chan];
+	c->paused = false;
+	conn_rx_drain(c);
+	conn_tx_kick(c);
+}
+
+/* Any thread: no more sends; each channel disconnects once drained. */
+static void conn_close_tx(struct rdma_conn *c)
+{
+	bool disc;
+
+	pthread_mutex_lock(&c->tx_lock);
+	c->tx_closing = true;
+	disc = c->txq == NULL && c->sq_used == 0 && !c->disconnected;
+	if (disc)
+		c->disconnected = true;
+	pthread_mutex_unlock(&c->tx_lock);
+	if (disc)
+		rdma_disconnect(c->id);
+}
+
+static void rdma_op_close(struct tp_link *link)
+{
+	struct rdma_link *rl = tpl_backend(link);
+
+	if (rl == NULL)
+		return;
+	link_set_state(rl, RDMA_LS_CLOSING);
+	for (unsigned i = 0; i <= rl->nr_bulk; i++)
+		if (rl->conn[i])
+			conn_close_tx(rl->conn[i]);
+}
+
+static void rdma_op_free(struct tp_link *link)
+{
+	struct rdma_link *rl = tpl_backend(link);
+
+	if (rl)
+		rdma_on_loop(rl->ctx, rl->loop, link_destroy_cb, rl);
+}
+
+static void rdma_op_listener_free(struct tp_listener *l)
+{
+	struct rdma_lis *lis = tpl_listener_backend(l);
+
+	if (lis)
+		rdma_on_loop(lis->ctx, lis->loop, lis_destroy_cb, lis);
+}
+
+const struct tp_backend_ops tp_rdma_ops = {
+	.name = "rdma",
+	.connect = rdma_op_connect,
+	.listen = rdma_op_listen,
+	.send = rdma_op_send,
+	.send_queued = rdma_op_send_queued,
+	.resume_read = rdma_op_resume_read,
+	.close = rdma_op_close,
+	.free = rdma_op_free,
+	.listener_free = rdma_op_listener_free,
+};

@@ -600,6 +600,12 @@ int tp_link_error(const struct tp_link *l, char *err, size_t errlen)
 
 /* ---- sending ----------------------------------------------------------------- */
 
+/* The link's own records, handled by the core and never delivered. */
+static bool link_record(uint32_t type)
+{
+	return type >= WIRE_REC_LINK_HELLO && type <= WIRE_REC_LINK_BYE;
+}
+
 /* Frames and hands one record to the back end; caller holds send_lock. */
 static int chan_send_locked(struct tp_link *l, unsigned chan, uint32_t type,
 			    uint64_t epoch, const void *body, size_t len)
@@ -621,7 +627,7 @@ static int chan_send_locked(struct tp_link *l, unsigned chan, uint32_t type,
 	if (rc)
 		return rc;
 	c->send_seq++;
-	if (type != WIRE_REC_LINK_SYNC)
+	if (!link_record(type))
 		c->send_count++;
 	if (type != WIRE_REC_LINK_PING && type != WIRE_REC_LINK_PONG &&
 	    type != WIRE_REC_LINK_BYE)
@@ -669,8 +675,7 @@ static int send_args_check(struct tp_link *l, unsigned chan, uint32_t type,
 {
 	if (chan >= l->nr_chan || len > WIRE_MAX_BODY)
 		return -EINVAL;
-	if (!wire_record_allowed(type, WIRE_STREAM_LINK) ||
-	    (type >= WIRE_REC_LINK_HELLO && type <= WIRE_REC_LINK_BYE))
+	if (!wire_record_allowed(type, WIRE_STREAM_LINK) || link_record(type))
 		return -EINVAL;
 	return 0;
 }
@@ -1025,9 +1030,9 @@ static int dispatch_locked(struct tp_link *l, unsigned chan,
 		snprintf(err, errlen, "peer closed the link (\"%.160s\")", reason);
 		return -ESHUTDOWN;
 	}
-	if (!wire_record_known(rh->type))
-		return 0; /* unknown optional: verified, skipped */
 	c->recv_count++;
+	if (!wire_record_known(rh->type))
+		return 0; /* unknown optional: verified, counted, skipped */
 	queue_msg(l, chan, rh, body);
 	*consumed = true;
 	if (c->st.recv_queued > l->cfg.recv_limit && !c->paused_full) {

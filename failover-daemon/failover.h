@@ -7,5 +7,7 @@
 
 /* `tandem vm ...`: argv[0] is "vm".  Returns the process exit status. */
 int vmctl_main(int argc, char **argv);
+/* `tandem pki ...` (keys and certificates for links): argv[0] is "pki". */
+int pkictl_main(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static void tandem_usage(FILE *f)
 		"       tandem vm save --control SOCK FILE [--stop]\n"
 		"       tandem vm status|pause|unpause --control SOCK\n"
 		"       tandem vm check FILE              inspect a snapshot, check I4\n"
+		"       tandem pki init|host|psk|show ... keys and certificates for links\n"
 		"run/restore options: --mem SIZE --vcpus N --cmdline STR\n"
 		"       --control SOCK --dirty auto|uffd-wp|mprotect\n"
 		"       --pause-bound USEC --console FILE|- --log LEVEL\n"
@@ -25,6 +26,8 @@ int main(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "vm") == 0)
 		return vmctl_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "pki") == 0)
+		return pkictl_main(argc - 1, argv + 1);
 	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 ||
 			  strcmp(argv[1], "--help") == 0 ||
 			  strcmp(argv[1], "help") == 0)) {

@@ -58,6 +58,7 @@ struct link_chan {
 	uint64_t synced_epoch;      /* bulk: last SYNC seen */
 	bool synced;
 	bool paused_full;           /* reading stopped: consumer behind */
+	bool peer_bye;              /* bulk: the peer said BYE on it */
 	struct tp_chan_stats st;
 };
 
@@ -791,10 +792,24 @@ void tpl_drained(struct tp_link *l, unsigned chan)
 	pthread_mutex_unlock(&l->lock);
 }
 
+bool tpl_peer_closed(struct tp_link *l, unsigned chan)
+{
+	bool bye;
+
+	pthread_mutex_lock(&l->lock);
+	bye = chan < l->nr_chan && l->chan[chan].peer_bye;
+	pthread_mutex_unlock(&l->lock);
+	return bye;
+}
+
+/* BYE on every channel, control last: a peer that sees a bulk channel
+ * end after its BYE waits for control's, which comes after everything
+ * this host sent on control. */
 static void link_send_bye(struct tp_link *l)
 {
 	static const char reason[] = "link closed by peer";
 	struct wire_buf b;
+	unsigned i;
 
 	pthread_mutex_lock(&l->lock);
 	if (l->state != LINK_ST_UP) {
@@ -804,7 +819,8 @@ static void link_send_bye(struct tp_link *l)
 	pthread_mutex_unlock(&l->lock);
 	wire_buf_init(&b);
 	wire_put_bytes(&b, reason, sizeof(reason) - 1);
-	link_send_internal(l, 0, WIRE_REC_LINK_BYE, 0, &b);
+	for (i = l->nr_chan; i-- > 0;)
+		link_send_internal(l, i, WIRE_REC_LINK_BYE, 0, &b);
 	wire_buf_fini(&b);
 }
 
@@ -1025,6 +1041,10 @@ static int dispatch_locked(struct tp_link *l, unsigned chan,
 	}
 	if (rh->type == WIRE_REC_LINK_SYNC)
 		return on_sync(l, chan, rh, body, err, errlen);
+	if (rh->type == WIRE_REC_LINK_BYE && chan > 0) {
+		c->peer_bye = true; /* its EOF is expected; control says when */
+		return 0;
+	}
 	if (rh->type == WIRE_REC_LINK_BYE) {
 		link_bye_decode(body, rh->length, reason, sizeof(reason));
 		snprintf(err, errlen, "peer closed the link (\"%.160s\")", reason);

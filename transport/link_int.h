@@ -95,6 +95,9 @@ int tpl_input(struct tp_link *link, unsigned chan,
 	      const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 	      const struct wire_record_header *rh, uint8_t *body);
 
+/* Whether the peer said BYE on bulk channel chan (its end is no error). */
+bool tpl_peer_closed(struct tp_link *link, unsigned chan);
+
 /* Send side: the back end's queue for chan fell below half its limit. */
 void tpl_drained(struct tp_link *link, unsigned chan);
 

@@ -984,7 +984,9 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
 	conn_error_text(c, bev, events, why, sizeof(why));
-	if (c->up)
+	if (c->up && tpl_peer_closed(c->tl->link, c->chan))
+		conn_close(c); /* after the peer's BYE: an orderly end */
+	else if (c->up)
 		tpl_fail(c->tl->link, -ECONNRESET, "channel %u: %s", c->chan,
 			 why);
 	else if (!c->tl)

@@ -6,7 +6,9 @@ set -eu
 
 PKGS="build-essential clang llvm libclang-rt-14-dev
 libxxhash-dev libcmocka-dev libjson-c-dev
-redis-tools redis-server netcat-openbsd"
+libevent-dev libssl-dev liblz4-dev librdmacm-dev libibverbs-dev
+ibverbs-providers rdma-core
+redis-tools redis-server netcat-openbsd iproute2 iperf3 lz4 openssl"
 
 missing=""
 for p in $PKGS; do

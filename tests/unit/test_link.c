@@ -184,6 +184,24 @@ static void test_insecure_roundtrip(void **state)
 	pair_down(&p);
 }
 
+static void test_features_intersect(void **state)
+{
+	struct tp_config s, c;
+	struct pair p;
+	uint8_t body[16] = { 0 };
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	cfg_insecure(&c, "hosta", "hostb");
+	s.features = 0; /* this listener does not take page codecs */
+	pair_up(&p, &s, &c);
+	assert_int_equal(tp_link_features(p.cli), 0);
+	assert_int_equal(tp_link_features(p.srv), 0);
+	assert_int_equal(tp_send(p.cli, 0, WIRE_REC_PAGE_CODED, 0, body,
+				 sizeof(body)), -EPROTO);
+	pair_down(&p);
+}
+
 static void test_bad_sends(void **state)
 {
 	struct tp_config s, c;
@@ -198,6 +216,7 @@ static void test_bad_sends(void **state)
 	assert_int_equal(tp_send(p.cli, 0, 0x77, 0, "x", 1), -EINVAL);
 	assert_int_equal(tp_send(p.cli, 0, WIRE_REC_LINK_HELLO, 0, "x", 1),
 			 -EINVAL);
+	assert_true(tp_link_features(p.cli) & TP_FEAT_PAGE_CODECS);
 	assert_int_equal(tp_send(p.cli, 0, REC_TYPE, 5, "x", 1), 0);
 	assert_int_equal(tp_send(p.cli, 0, REC_TYPE, 4, "x", 1), -EINVAL);
 	pair_down(&p);
@@ -665,6 +684,7 @@ int main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_insecure_roundtrip),
 		cmocka_unit_test(test_bad_sends),
+		cmocka_unit_test(test_features_intersect),
 		cmocka_unit_test(test_load_insecure),
 		cmocka_unit_test(test_load_tls_cert),
 		cmocka_unit_test(test_load_tls_psk),

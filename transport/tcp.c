@@ -1001,6 +1001,12 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
 
 /* ---- back-end ops ------------------------------------------------------------- */
 
+/*
+ * The record is copied into a private evbuffer first, without any lock,
+ * then its chains are moved (not copied) onto the connection's output:
+ * the bufferevent's lock, which its loop thread holds while it writes to
+ * the socket, is taken only for that move.
+ */
 static int tcp_send(struct tp_link *link, unsigned chan,
 		    const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 		    const void *body, size_t len, size_t pad)
@@ -1008,16 +1014,23 @@ static int tcp_send(struct tp_link *link, unsigned chan,
 	static const uint8_t zeros[WIRE_ALIGN];
 	struct tcp_link *tl = tpl_backend(link);
 	struct tcp_conn *c = tl->conn[chan];
+	struct evbuffer *rec = evbuffer_new();
 	int rc = 0;
 
+	if (!rec)
+		return -ENOMEM;
+	if (evbuffer_expand(rec, WIRE_RECORD_HEADER_SIZE + len + pad) ||
+	    evbuffer_add(rec, hdr, WIRE_RECORD_HEADER_SIZE) ||
+	    (len && evbuffer_add(rec, body, len)) ||
+	    (pad && evbuffer_add(rec, zeros, pad)))
+		rc = -ENOMEM;
 	pthread_rwlock_rdlock(&tl->bev_lock);
-	if (!c || !c->bev)
+	if (!rc && (!c || !c->bev))
 		rc = -ENOTCONN;
-	else if (bufferevent_write(c->bev, hdr, WIRE_RECORD_HEADER_SIZE) ||
-		 (len && bufferevent_write(c->bev, body, len)) ||
-		 (pad && bufferevent_write(c->bev, zeros, pad)))
+	else if (!rc && bufferevent_write_buffer(c->bev, rec))
 		rc = -ENOMEM;
 	pthread_rwlock_unlock(&tl->bev_lock);
+	evbuffer_free(rec);
 	return rc;
 }
 

@@ -10,9 +10,12 @@
  * caches identical.
  *
  * Invariants:
- *  - The encoder reads a non-zero page once, into its cache slot, and
- *    encodes from the slot; the decoder writes each decoded page into its
- *    slot.  So both caches hold exactly the bytes the body describes.
+ *  - What the encoder emits for a page and what it stores in its cache
+ *    come from the same read of each byte (a miss reads the page once
+ *    into a stage; a hit copies each changed word it XORs), and the
+ *    decoder stores each decoded page.  So both caches hold exactly the
+ *    bytes the body describes, even if the caller's page changes during
+ *    the call.
  *  - The encoder changes nothing before out is known to hold the worst
  *    case body: a failed call leaves the encoder as it was.
  *  - The decoder checks a body's whole structure before it emits a page;
@@ -29,9 +32,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #define PAGE WIRE_PAGE_SIZE
+#define HUGE_SIZE (2u << 20)      /* transparent huge page */
 #define RUN_HDR 4                 /* be16 skip, be16 len */
 #define LZ4_MIN_BLOCK 26          /* no lz4 block of 4096 bytes is shorter */
 #define HASH_MUL 0x9e3779b97f4a7c15ULL
@@ -51,7 +60,7 @@ _Static_assert(CODEC_NR_METHODS <= 8, "method is 3 bits");
 
 static const uint8_t codec_zero_page[PAGE];
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- small helpers ---------------------------------------------------- */
 
 static void store_be16(uint8_t *p, uint16_t v)
 {
@@ -122,7 +131,58 @@ const char *codec_method_name(unsigned method)
 	return method < CODEC_NR_METHODS ? names[method] : "unknown";
 }
 
-/* ---- options ------------------------------------------------------------ */
+/*
+ * Memory the codec touches at random (cache slots) or in bulk (payload
+ * scratch): from 2 MiB on, aligned and advised into transparent huge
+ * pages, which fault in ~500 times less often and spare the TLB.
+ */
+static void *big_alloc(size_t n)
+{
+	void *p;
+
+	if (n < HUGE_SIZE)
+		return malloc(n);
+	n = (n + HUGE_SIZE - 1) / HUGE_SIZE * HUGE_SIZE;
+	p = aligned_alloc(HUGE_SIZE, n);
+	if (p)
+		(void)madvise(p, n, MADV_HUGEPAGE); /* advice only */
+	return p;
+}
+
+/*
+ * Writes a page into a cache slot (16-byte aligned).  Where the CPU has
+ * streaming stores (x86 SSE2) they are used: the slot is not read again
+ * soon, and they spare loading its stale lines from memory first.
+ * slot_fence() makes them visible to other threads; the encoder issues it
+ * before it returns.
+ */
+#ifdef __SSE2__
+static void slot_store(uint8_t *slot, const uint8_t *src)
+{
+	for (size_t i = 0; i < PAGE; i += 16) {
+		__m128i v;
+
+		memcpy(&v, src + i, sizeof(v));
+		_mm_stream_si128((__m128i *)(void *)(slot + i), v);
+	}
+}
+
+static void slot_fence(void)
+{
+	_mm_sfence();
+}
+#else
+static void slot_store(uint8_t *slot, const uint8_t *src)
+{
+	memcpy(slot, src, PAGE);
+}
+
+static void slot_fence(void)
+{
+}
+#endif
+
+/* ---- options ---------------------------------------------------------- */
 
 void codec_opts_init(struct codec_opts *o)
 {
@@ -165,7 +225,7 @@ static unsigned opts_cache_log2(const struct codec_opts *o)
 	return (unsigned)__builtin_ctz(o->cache_pages);
 }
 
-/* ---- the XOR cache -------------------------------------------------------- */
+/* ---- the XOR cache ---------------------------------------------------- */
 /*
  * 2^log2 page slots in sets of CODEC_CACHE_WAYS.  A pfn lives in at most
  * one slot of set (pfn * HASH_MUL) >> (64 - set_bits).  Inserting a pfn
@@ -179,9 +239,13 @@ struct codec_cache {
 	uint64_t *tag;      /* pfn + 1; 0 = empty */
 	uint64_t *stamp;
 	uint8_t *data;
+	/* Encoder only: bit b of zmask[slot] set = 64-byte block b of the
+	 * slot's data is all zero, so the XOR pass need not read it.  Derived
+	 * from the data; nothing on the wire depends on it. */
+	uint64_t *zmask;
 };
 
-static int cache_init(struct codec_cache *c, unsigned log2)
+static int cache_init(struct codec_cache *c, unsigned log2, bool with_zmask)
 {
 	size_t n = (size_t)1 << log2;
 
@@ -192,8 +256,14 @@ static int cache_init(struct codec_cache *c, unsigned log2)
 	c->set_bits = log2 - 2; /* CODEC_CACHE_WAYS == 4 */
 	c->tag = calloc(n, sizeof(*c->tag));
 	c->stamp = calloc(n, sizeof(*c->stamp));
-	c->data = aligned_alloc(PAGE, n * PAGE);
-	return c->tag && c->stamp && c->data ? 0 : -ENOMEM;
+	c->data = big_alloc(n * PAGE);
+	if (with_zmask && !(c->zmask = calloc(n, sizeof(*c->zmask))))
+		return -ENOMEM;
+	if (!c->tag || !c->stamp || !c->data)
+		return -ENOMEM;
+	/* Fault it all in now, off the checkpoint's critical path. */
+	memset(c->data, 0, n * PAGE);
+	return 0;
 }
 
 static void cache_fini(struct codec_cache *c)
@@ -201,6 +271,7 @@ static void cache_fini(struct codec_cache *c)
 	free(c->tag);
 	free(c->stamp);
 	free(c->data);
+	free(c->zmask);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -267,7 +338,7 @@ static uint8_t *cache_page(const struct codec_cache *c, size_t slot)
 	return c->data + slot * PAGE;
 }
 
-/* ---- distinct pfns within a record ----------------------------------------- */
+/* ---- distinct pfns within a record ------------------------------------ */
 
 struct pfn_set {
 	uint64_t key[1u << PFN_SET_BITS];
@@ -302,7 +373,7 @@ static int pfn_set_add(struct pfn_set *s, uint64_t pfn, unsigned i)
 	}
 }
 
-/* ---- XOR runs --------------------------------------------------------------- */
+/* ---- XOR runs --------------------------------------------------------- */
 /*
  * An XOR payload is a list of runs {be16 skip, be16 len, len bytes}: skip
  * zero bytes of the XOR, then len bytes to XOR into the base.  The
@@ -370,25 +441,52 @@ static void xor_block(struct xor_out *o, uint8_t *base, const uint8_t *page,
 	}
 }
 
+/* OR of the words of a 64-byte block. */
+static uint64_t block_or(const uint8_t *p)
+{
+	uint64_t acc = 0;
+
+	for (size_t k = 0; k < 64; k += 8)
+		acc |= load_word(p + k);
+	return acc;
+}
+
 /*
  * Turns base into a copy of page and writes the runs of page ^ old base
- * to dst.  Returns their length, or limit + 1 if they need more than
- * limit bytes (base is fully updated either way).
+ * to dst.  *zmask marks base's zero blocks (struct codec_cache): those
+ * are not read, and the mask is updated from what base holds, never from
+ * an earlier read of page (which may be changing under us).  Returns the
+ * runs' length, or limit + 1 if they need more than limit bytes (base is
+ * fully updated either way).
  */
-static size_t xor_update(uint8_t *base, const uint8_t *page, uint8_t *dst,
-			 size_t limit)
+static size_t xor_update(uint8_t *base, uint64_t *zmask, const uint8_t *page,
+			 uint8_t *dst, size_t limit)
 {
 	struct xor_out o = { .dst = dst, .limit = limit };
+	uint64_t mask = *zmask;
 
-	for (size_t off = 0; off < PAGE; off += 64) {
-		uint64_t diff = 0;
+	for (size_t b = 0, off = 0; off < PAGE; b++, off += 64) {
+		uint64_t now = 0, diff = 0;
 
-		for (size_t k = 0; k < 64; k += 8)
-			diff |= load_word(page + off + k) ^
-				load_word(base + off + k);
-		if (diff)
+		if (mask >> b & 1) {
+			for (size_t k = 0; k < 64; k += 8)
+				now |= load_word(page + off + k);
+			diff = now;
+		} else {
+			for (size_t k = 0; k < 64; k += 8) {
+				uint64_t w = load_word(page + off + k);
+
+				now |= w;
+				diff |= w ^ load_word(base + off + k);
+			}
+		}
+		if (diff) {
 			xor_block(&o, base, page, off);
+			now = block_or(base + off); /* what base holds now */
+		}
+		mask = now ? mask & ~(1ULL << b) : mask | 1ULL << b;
 	}
+	*zmask = mask;
 	xor_close(&o);
 	return o.over ? limit + 1 : o.n;
 }
@@ -450,7 +548,7 @@ static void xor_apply(uint8_t *page, const uint8_t *p, size_t len)
 	}
 }
 
-/* ---- encoder ----------------------------------------------------------------- */
+/* ---- encoder ---------------------------------------------------------- */
 
 struct codec_enc {
 	struct codec_opts opts;
@@ -463,6 +561,7 @@ struct codec_enc {
 	uint64_t entry[WIRE_PAGE_MAX];
 	struct pfn_set pfns;
 	uint8_t tmp[PAGE];       /* lz4 candidate */
+	uint8_t stage[PAGE];     /* a page read once, on a cache miss */
 	/* codec_pool state, under the pool's lock */
 	struct codec_job *qhead, *qtail;
 	struct codec_enc *rq_next;
@@ -483,7 +582,7 @@ struct codec_enc *codec_enc_new(const struct codec_opts *o)
 		return NULL;
 	}
 	e->opts = *o;
-	if (cache_init(&e->cache, opts_cache_log2(o)) ||
+	if (cache_init(&e->cache, opts_cache_log2(o), true) ||
 	    (o->compress && !(e->lz4 = LZ4_createStream()))) {
 		codec_enc_free(e);
 		errno = ENOMEM;
@@ -524,12 +623,15 @@ static int enc_reserve(struct codec_enc *e, struct wire_buf *out, size_t need)
 	size_t start = out->len;
 
 	if (need > e->scratch_cap) {
-		uint8_t *p = realloc(e->scratch, need);
+		/* small records: what they need; else room for any record */
+		size_t cap = need < HUGE_SIZE / 4 ? need : WIRE_MAX_BODY;
+		uint8_t *p = big_alloc(cap);
 
 		if (!p)
 			return -ENOMEM;
+		free(e->scratch);
 		e->scratch = p;
-		e->scratch_cap = need;
+		e->scratch_cap = cap;
 	}
 	if (out->rc || out->cap - out->len >= need)
 		return out->rc;
@@ -577,14 +679,17 @@ static size_t enc_cached(struct codec_enc *e, uint64_t pfn,
 			 const uint8_t *page, uint8_t *dst, unsigned *method)
 {
 	bool hit;
-	uint8_t *slot = cache_page(&e->cache, cache_insert(&e->cache, pfn, &hit));
-	size_t xlen, n;
+	size_t at = cache_insert(&e->cache, pfn, &hit), xlen, n;
+	uint8_t *slot = cache_page(&e->cache, at);
 
-	if (!hit) {
-		memcpy(slot, page, PAGE);
-		return enc_lz4_or_raw(e, slot, dst, method);
+	if (!hit) {   /* one read of page, encoded and cached from stage */
+		memcpy(e->stage, page, PAGE);
+		n = enc_lz4_or_raw(e, e->stage, dst, method);
+		slot_store(slot, e->stage);
+		e->cache.zmask[at] = 0;  /* learnt on the first XOR pass */
+		return n;
 	}
-	xlen = xor_update(slot, page, dst, PAGE - 1);
+	xlen = xor_update(slot, &e->cache.zmask[at], page, dst, PAGE - 1);
 	if (xlen >= PAGE)
 		return enc_lz4_or_raw(e, slot, dst, method);
 	n = enc_lz4(e, slot, dst, xlen);   /* overwrites dst only if smaller */
@@ -660,6 +765,7 @@ int codec_enc_pages(struct codec_enc *e, uint32_t count, const uint64_t *pfn,
 		if (st)
 			stats_add(st, method, n);
 	}
+	slot_fence();
 	enc_put(e, count, used, out);
 	if (out->rc) {          /* cannot happen after enc_reserve */
 		e->broken = true;
@@ -671,7 +777,7 @@ int codec_enc_pages(struct codec_enc *e, uint32_t count, const uint64_t *pfn,
 	return 0;
 }
 
-/* ---- decoder ------------------------------------------------------------------ */
+/* ---- decoder ---------------------------------------------------------- */
 
 struct dec_entry {
 	uint64_t pfn;
@@ -705,7 +811,7 @@ struct codec_dec *codec_dec_new(const struct codec_opts *o)
 		return NULL;
 	}
 	d->opts = *o;
-	if (cache_init(&d->cache, opts_cache_log2(o))) {
+	if (cache_init(&d->cache, opts_cache_log2(o), false)) {
 		codec_dec_free(d);
 		errno = ENOMEM;
 		return NULL;
@@ -770,8 +876,8 @@ static const char *method_len_rule(unsigned method, uint32_t len)
 	}
 }
 
-static int dec_method(struct codec_dec *d, unsigned i, const struct dec_entry *en,
-		      struct wire_cursor *c)
+static int dec_method(const struct codec_dec *d, unsigned i,
+		      const struct dec_entry *en, struct wire_cursor *c)
 {
 	const char *rule;
 
@@ -847,9 +953,8 @@ static int dec_cache_steps(struct codec_dec *d, struct wire_cursor *c,
 	for (unsigned i = 0; i < count; i++) {
 		struct dec_entry *en = &d->ent[i];
 		const uint8_t *p;
-		bool hit;
-
 		char why[160];
+		bool hit;
 
 		wire_get_bytes(c, en->len, &p);
 		if (en->method == CODEC_XOR &&
@@ -963,7 +1068,7 @@ int codec_dec_pages(struct codec_dec *d, const uint8_t *body, size_t len,
 	return 0;
 }
 
-/* ---- worker pool ------------------------------------------------------------------ */
+/* ---- worker pool ------------------------------------------------------ */
 
 struct codec_pool {
 	pthread_mutex_t lock;

@@ -66,7 +66,9 @@ struct codec_opts {
 	 */
 	bool compress;
 	/* XOR cache size in pages: 0 (no XOR, lz4 only) or a power of two
-	 * in 4 .. 2^20.  Default CODEC_CACHE_DEFAULT. */
+	 * in 4 .. 2^20.  Default CODEC_CACHE_DEFAULT.  Each encoder and
+	 * decoder allocates and faults in cache_pages * 4096 bytes when it
+	 * is created, so that encoding never page-faults on it. */
 	uint32_t cache_pages;
 	/* LZ4_compress_fast acceleration, 1 .. 65537 (encoder only).
 	 * Default 1. */

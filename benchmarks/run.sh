@@ -31,6 +31,8 @@ args_for() { # $1 = program name
 		bench_pause) echo "--cycles 100" ;;
 		bench_dirty) echo "--quick --trials 3" ;;
 		bench_snapshot) echo "--mib 256 --reps 1" ;;
+		bench_link) echo "--seconds 1 --streams 2" ;;
+		bench_codec) echo "--quick --reps 1" ;;
 		*) echo "" ;;
 		esac
 	else
@@ -39,6 +41,7 @@ args_for() { # $1 = program name
 		bench_pause) echo "--cycles 500 --run-ms 2" ;;
 		bench_dirty) echo "--trials 10" ;;
 		bench_snapshot) echo "--mib 1024 --reps 3" ;;
+		bench_link) echo "--seconds 3 --streams 4" ;;
 		*) echo "" ;;
 		esac
 	fi

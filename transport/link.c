@@ -361,11 +361,17 @@ int tp_ctx_new(struct tp_ctx **out)
 	return 0;
 }
 
+static void ctx_break(void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
 void tp_ctx_free(struct tp_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	event_base_loopbreak(ctx->base);
+	/* From inside the loop, so no wake-up can be lost. */
+	tpl_ctx_call(ctx, ctx_break, ctx->base);
 	pthread_join(ctx->thread, NULL);
 	event_base_free(ctx->base);
 	free(ctx);

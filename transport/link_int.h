@@ -7,10 +7,16 @@
  * back-pressure and statistics.  A back end owns connections: it moves
  * framed records between hosts and reports what arrives.
  *
- * Threads: back-end callbacks that take a struct tp_link run on the
- * context's loop thread, except ops->send and ops->send_queued, which run
- * on the sender's thread (under the channel's send lock) and must not
- * block.  tpl_* functions are safe from any thread.
+ * Threads: ops->send and ops->send_queued run on the sender's thread
+ * (send under the channel's send lock) and must not block.
+ * ops->resume_read runs on the consumer's thread (from tp_recv) or on the
+ * loop thread, re-entrantly from inside tpl_input; ops->close runs on
+ * whichever thread failed the link, possibly inside one of the back end's
+ * own callbacks.  Back ends hand both to their loop thread.  tpl_*
+ * functions are safe from any thread.
+ *
+ * Sequence numbers: each connection's handshake record is sequence 0; the
+ * core numbers user and link records from 1 once tpl_up has run.
  */
 #ifndef TANDEM_LINK_INT_H
 #define TANDEM_LINK_INT_H
@@ -98,7 +104,11 @@ int tpl_input(struct tp_link *link, unsigned chan,
 /* Whether the peer said BYE on bulk channel chan (its end is no error). */
 bool tpl_peer_closed(struct tp_link *link, unsigned chan);
 
-/* Send side: the back end's queue for chan fell below half its limit. */
+/*
+ * Send side: the back end's queue for chan shrank.  Call it at least when
+ * the queue falls to half its limit (tp_send's waiters) and when it
+ * empties (tp_flush's).
+ */
 void tpl_drained(struct tp_link *link, unsigned chan);
 
 /* ---- listeners ------------------------------------------------------------ */

@@ -16,8 +16,11 @@
  * link, as on TCP but without a LINK stream header: the connector sends
  * HELLO on channel 0 and gets WELCOME; then connects each bulk channel and
  * sends JOIN on it, getting JOINED.  The back end frames these records
- * itself (wire_record_seal_iov, seed 0, epoch 0, seq 0), checks them with
- * seed 0, and calls tpl_up only when every channel has joined; every record
+ * itself (wire_record_seal_iov, epoch 0, seq 0: the handshake record of
+ * each channel), as docs/transport.md section 3 has it: HELLO, WELCOME
+ * and a refusing BYE with seed 0, JOIN and JOINED with the session's seed.
+ * It checks them the same way and calls tpl_up only when every channel
+ * has joined; every record
  * after that comes framed from the core (ops->send) and goes to it
  * (tpl_header, tpl_input).  The server creates the tp_link only when the
  * handshake is complete, so a refused peer never reaches the core.
@@ -28,8 +31,10 @@
  * ops->send_queued run on sender threads: they take the conn's tx_lock,
  * queue a copy of the record and post what the credits allow
  * (ibv_post_send does not block).  No core function is called with a
- * tx_lock held.  ops->close is non-blocking from any thread; ops->free and
- * listener_free hop to the loop thread (tpl_ctx_call) to tear down.
+ * tx_lock held.  ops->resume_read (any thread, or re-entrantly from
+ * tpl_input) only activates an event.  ops->close is non-blocking from any
+ * thread; ops->free and listener_free hop to the loop thread
+ * (tpl_ctx_call) to tear down.
  *
  * Invariants:
  *  - A link is UP only after every channel's handshake passed; before that
@@ -75,6 +80,7 @@
 #define RDMA_HS_TIMEOUT_MS 10000     /* transport.h's default */
 #define RDMA_ADDR_MAX 80
 #define RDMA_PDATA_MAX 256
+#define RDMA_LINGER_MS 200           /* a refused peer's BYE goes out */
 
 /* wr_id: what the work request was, and its buffer or slot. */
 enum rdma_wr_kind { RDMA_WR_RECV = 1, RDMA_WR_CHUNK = 2, RDMA_WR_CREDIT = 3 };
@@ -158,7 +164,7 @@ struct rdma_conn {
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *cc;
 	struct ibv_cq *cq;
-	struct event *cm_ev, *cq_ev, *timer_ev;
+	struct event *cm_ev, *cq_ev, *timer_ev, *resume_ev;
 
 	/* receive side: loop thread */
 	struct rdma_geom geom;        /* our ring, as advertised */
@@ -176,7 +182,9 @@ struct rdma_conn {
 
 	/* send side: under tx_lock */
 	pthread_mutex_t tx_lock;
-	bool tx_ready, tx_closing, disconnected, credit_busy, drain_armed;
+	bool tx_ready, tx_closing, disconnected, credit_busy;
+	bool drain_armed;             /* queued reached half the send limit */
+	bool flush_armed;             /* something waited for credits */
 	struct rdma_advert remote;    /* the peer's ring */
 	uint8_t *sbuf;                /* staging slots, the peer's geometry */
 	struct ibv_mr *sbuf_mr;
@@ -206,6 +214,7 @@ struct rdma_link {
 	struct rdma_lis *lis;         /* server, until UP */
 	struct rdma_link *next;       /* on lis->pending or lis->doomed_links */
 	struct event *timer_ev;       /* server: handshake deadline */
+	bool bye_sent;                /* a refusal is on its way to the peer */
 };
 
 struct rdma_lis {
@@ -444,7 +453,9 @@ static void conn_events_free(struct rdma_conn *c)
 		event_free(c->cq_ev);
 	if (c->timer_ev)
 		event_free(c->timer_ev);
-	c->cm_ev = c->cq_ev = c->timer_ev = NULL;
+	if (c->resume_ev)
+		event_free(c->resume_ev);
+	c->cm_ev = c->cq_ev = c->timer_ev = c->resume_ev = NULL;
 }
 
 /* Loop thread, outside any of c's callbacks. */
@@ -491,6 +502,8 @@ static void conn_quiesce(struct rdma_conn *c)
 		event_del(c->cq_ev);
 	if (c->timer_ev)
 		event_del(c->timer_ev);
+	if (c->resume_ev)
+		event_del(c->resume_ev);
 }
 
 /* ---- conn: verbs resources ------------------------------------------------- */
@@ -580,6 +593,7 @@ static int conn_create_qp(struct rdma_conn *c)
 }
 
 static void conn_cq_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_resume_cb(evutil_socket_t fd, short what, void *arg);
 
 /* PD, completion channel and CQ, QP, buffers, posted receives, CQ event. */
 static int conn_setup_verbs(struct rdma_conn *c, char *err, size_t errlen)
@@ -614,7 +628,10 @@ static int conn_setup_verbs(struct rdma_conn *c, char *err, size_t errlen)
 				 c->geom.slot_size, strerror(-rc));
 	c->cq_ev = event_new(tpl_ctx_base(c->ctx), c->cc->fd,
 			     EV_READ | EV_PERSIST, conn_cq_cb, c);
-	if (c->cq_ev == NULL || event_add(c->cq_ev, NULL) != 0)
+	c->resume_ev = event_new(tpl_ctx_base(c->ctx), -1, 0, conn_resume_cb,
+				 c);
+	if (c->cq_ev == NULL || c->resume_ev == NULL ||
+	    event_add(c->cq_ev, NULL) != 0)
 		return rdma_errf(err, errlen, -ENOMEM,
 				 "cannot watch the completion channel");
 	return 0;
@@ -776,6 +793,8 @@ static int conn_send(struct rdma_conn *c,
 	if (c->queued >= rdma_send_half(c))
 		c->drain_armed = true;
 	rc = conn_pump_locked(c);
+	if (c->queued > 0)
+		c->flush_armed = true;  /* tp_flush may wait for zero */
 	pthread_mutex_unlock(&c->tx_lock);
 	return rc;
 }
@@ -819,8 +838,9 @@ static int conn_credit_locked(struct rdma_conn *c)
 
 /*
  * After completions (loop thread): post more, return credits, tell the
- * core when the queue fell below half its limit, and disconnect a closing
- * channel once everything it queued has gone out.
+ * core when the queue fell below half its limit or emptied (tp_send and
+ * tp_flush wait for those), and disconnect a closing channel once
+ * everything it queued has gone out.
  */
 static void conn_tx_kick(struct rdma_conn *c)
 {
@@ -835,6 +855,10 @@ static void conn_tx_kick(struct rdma_conn *c)
 		rc = conn_credit_locked(c);
 	if (c->drain_armed && c->queued < rdma_send_half(c)) {
 		c->drain_armed = false;
+		drained = true;
+	}
+	if (c->flush_armed && c->queued == 0) {
+		c->flush_armed = false;
 		drained = true;
 	}
 	if (c->tx_closing && c->txq == NULL && c->sq_used == 0 &&
@@ -853,6 +877,30 @@ static void conn_tx_kick(struct rdma_conn *c)
 
 /* ---- failure ------------------------------------------------------------------ */
 
+/*
+ * Tells the peer why its handshake ends: a BYE record (seed 0) with the
+ * reason, best effort.  Returns whether one was queued.
+ */
+static bool conn_bye(struct rdma_conn *c, const char *why)
+{
+	struct wire_record_header h = { .type = WIRE_REC_LINK_BYE };
+	uint8_t hdr[WIRE_RECORD_HEADER_SIZE];
+	size_t len = strlen(why);
+	const void *parts[1] = { why };
+	bool ready;
+
+	pthread_mutex_lock(&c->tx_lock);
+	ready = c->tx_ready && !c->disconnected;
+	pthread_mutex_unlock(&c->tx_lock);
+	if (!ready)
+		return false;
+	len = len > LINK_BYE_MAX ? LINK_BYE_MAX : len;
+	h.length = (uint32_t)len;
+	return wire_record_seal_iov(hdr, &h, parts, &len, 1, 0) == 0 &&
+	       conn_send(c, hdr, why, len,
+			 wire_padded_length(h.length) - len) == 0;
+}
+
 /* The handshake of rl failed: tell the client's waiter, or refuse the peer. */
 static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
 {
@@ -869,9 +917,12 @@ static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
 	rl->rc = rc < 0 ? rc : -EIO;
 	snprintf(rl->err, sizeof(rl->err), "rdma: %.70s: %.170s", rl->peer, msg);
 	pthread_mutex_unlock(&rl->mu);
-	for (unsigned i = 0; i <= TP_MAX_BULK; i++)
-		if (rl->conn[i])
+	for (unsigned i = 0; i <= TP_MAX_BULK; i++) {
+		if (rl->conn[i]) {
+			rl->bye_sent |= conn_bye(rl->conn[i], msg);
 			conn_quiesce(rl->conn[i]);
+		}
+	}
 	if (rl->timer_ev)
 		event_del(rl->timer_ev);
 	link_set_state(rl, RDMA_LS_FAILED);
@@ -902,11 +953,17 @@ static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
 	if (c->rl == NULL) {
 		tpl_listener_refuse(c->lis->l, c->peer, "rdma chan %u: %s",
 				    c->chan, msg);
+		conn_bye(c, msg);
 		lis_doom_conn(c->lis, c);
 		return rc;
 	}
 	switch (link_state(c->rl)) {
 	case RDMA_LS_UP:
+		if (c->chan > 0 && tpl_peer_closed(c->rl->link, c->chan)) {
+			log_debug("rdma: chan %u (%s) ended after the peer's "
+				  "BYE: %s", c->chan, c->peer, msg);
+			break;
+		}
 		tpl_fail(c->rl->link, rc, "rdma chan %u (%s): %s", c->chan,
 			 c->peer, msg);
 		break;
@@ -924,8 +981,9 @@ static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
 
 /* ---- handshake ------------------------------------------------------------------ */
 
-/* Frames a handshake record (seed 0, epoch 0, seq 0) and queues it. */
-static int hs_send(struct rdma_conn *c, uint32_t type, const struct wire_buf *b)
+/* Frames a channel's handshake record (epoch 0, seq 0) and queues it. */
+static int hs_send(struct rdma_conn *c, uint32_t type, uint64_t seed,
+		   const struct wire_buf *b)
 {
 	struct wire_record_header h = { .type = type, .length = (uint32_t)b->len };
 	uint8_t hdr[WIRE_RECORD_HEADER_SIZE];
@@ -935,7 +993,7 @@ static int hs_send(struct rdma_conn *c, uint32_t type, const struct wire_buf *b)
 
 	if (b->rc != 0)
 		return b->rc;
-	rc = wire_record_seal_iov(hdr, &h, parts, lens, 1, 0);
+	rc = wire_record_seal_iov(hdr, &h, parts, lens, 1, seed);
 	if (rc == 0)
 		rc = conn_send(c, hdr, b->data, b->len,
 			       wire_padded_length(h.length) - h.length);
@@ -946,6 +1004,17 @@ static int hs_send(struct rdma_conn *c, uint32_t type, const struct wire_buf *b)
 }
 
 static void link_up(struct rdma_link *rl);
+
+/* A handshake record's checksum, with the seed its type is sealed with. */
+static int hs_verify(struct rdma_conn *c, const struct rdma_record *rec,
+		     uint64_t seed)
+{
+	char err[TP_ERR_MAX];
+	int rc = wire_record_verify_seeded(rec->hdr, rec->body, &c->rh, seed,
+					   err, sizeof(err));
+
+	return rc ? conn_fail(c, rc, "handshake %s", err) : 0;
+}
 
 static int srv_hello_check(struct rdma_link *rl, const struct link_hello *h,
 			   uint16_t *proto, uint64_t *features,
@@ -963,9 +1032,10 @@ static int srv_hello_check(struct rdma_link *rl, const struct link_hello *h,
 				 " bulk channels > max %u", h->nr_bulk,
 				 TP_MAX_BULK);
 	if (h->epoch < cfg->min_epoch)
-		return rdma_errf(err, errlen, -ESTALE,
-				 "HELLO epoch %" PRIu64 " below min_epoch %"
-				 PRIu64, h->epoch, cfg->min_epoch);
+		return rdma_errf(err, errlen, -EBADMSG,
+				 "stale HELLO: epoch %" PRIu64 " < minimum %"
+				 PRIu64 " (replayed or old session)", h->epoch,
+				 cfg->min_epoch);
 	return link_negotiate(h, cfg->features, proto, features, err, errlen);
 }
 
@@ -981,7 +1051,7 @@ static int srv_session(struct rdma_link *rl, const struct link_hello *h,
 	s->nr_bulk = h->nr_bulk;
 	s->features = features;
 	s->seed = link_session_seed(s->id);
-	s->min_epoch = rl->cfg.min_epoch;
+	s->min_epoch = h->epoch;  /* the connector's first epoch */
 	snprintf(s->peer_name, sizeof(s->peer_name), "%s", h->name);
 	rl->nr_bulk = h->nr_bulk;
 	return 0;
@@ -998,6 +1068,9 @@ static int srv_hello(struct rdma_conn *c, const struct rdma_record *rec)
 	uint64_t features = 0;
 	int rc;
 
+	rc = hs_verify(c, rec, 0);
+	if (rc != 0)
+		return rc;
 	rc = link_hello_decode(rec->body, c->rh.length, &h, err, sizeof(err));
 	if (rc == 0)
 		rc = srv_hello_check(rl, &h, &proto, &features, err,
@@ -1012,11 +1085,11 @@ static int srv_hello(struct rdma_conn *c, const struct rdma_record *rec)
 	w.nr_bulk = h.nr_bulk;
 	w.features = features;
 	memcpy(w.session, rl->sess.id, LINK_SESSION_ID);
-	w.min_epoch = rl->cfg.min_epoch;
+	w.min_epoch = rl->sess.min_epoch;
 	snprintf(w.name, sizeof(w.name), "%s", rl->cfg.local_name);
 	wire_buf_init(&b);
 	link_welcome_put(&b, &w);
-	rc = hs_send(c, WIRE_REC_LINK_WELCOME, &b);
+	rc = hs_send(c, WIRE_REC_LINK_WELCOME, 0, &b);
 	wire_buf_fini(&b);
 	if (rc != 0)
 		return rc;
@@ -1080,14 +1153,18 @@ static int srv_join(struct rdma_conn *c, const struct rdma_record *rec)
 		return conn_fail(c, rc, "%s", err);
 	rl = lis_find(c->lis, j.session);
 	if (rl == NULL)
-		return conn_fail(c, -ENOENT, "JOIN for unknown session "
+		return conn_fail(c, -ENOENT, "JOIN for an unknown session "
 				 "%02x%02x%02x%02x...", j.session[0],
 				 j.session[1], j.session[2], j.session[3]);
+	rc = hs_verify(c, rec, rl->sess.seed);
+	if (rc != 0)
+		return rc;
 	if (j.chan != c->chan || j.chan > rl->nr_bulk || rl->conn[j.chan])
-		return conn_fail(c, -EPROTO, "JOIN for channel %" PRIu32
-				 " on a connection for channel %u (session "
-				 "has %u bulk channels)", j.chan, c->chan,
-				 rl->nr_bulk);
+		return conn_fail(c, -EBADMSG, "JOIN for channel %" PRIu32
+				 " on a connection for channel %u (link has "
+				 "%u bulk channels%s)", j.chan, c->chan,
+				 rl->nr_bulk, j.chan <= rl->nr_bulk &&
+				 rl->conn[j.chan] ? ", that one joined" : "");
 	lis_orphan_remove(c->lis, c);
 	if (c->timer_ev)
 		event_del(c->timer_ev);
@@ -1095,7 +1172,7 @@ static int srv_join(struct rdma_conn *c, const struct rdma_record *rec)
 	rl->conn[c->chan] = c;
 	wire_buf_init(&b);
 	link_joined_put(&b, j.chan);
-	rc = hs_send(c, WIRE_REC_LINK_JOINED, &b);
+	rc = hs_send(c, WIRE_REC_LINK_JOINED, rl->sess.seed, &b);
 	wire_buf_fini(&b);
 	if (rc != 0)
 		return rc;
@@ -1122,11 +1199,12 @@ static int cli_welcome_check(const struct rdma_link *rl,
 		return rdma_errf(err, errlen, -EPROTONOSUPPORT,
 				 "WELCOME protocol %u not in %u..%u", w->proto,
 				 TP_PROTO_MIN, TP_PROTO_MAX);
-	if (w->nr_bulk != cfg->nr_bulk)
+	if (w->nr_bulk != cfg->nr_bulk || w->min_epoch != cfg->min_epoch)
 		return rdma_errf(err, errlen, -EPROTO,
-				 "WELCOME with %" PRIu32
-				 " bulk channels, asked for %u", w->nr_bulk,
-				 cfg->nr_bulk);
+				 "WELCOME with %" PRIu32 " bulk channels and "
+				 "epoch %" PRIu64 " (asked %u, %" PRIu64 ")",
+				 w->nr_bulk, w->min_epoch, cfg->nr_bulk,
+				 cfg->min_epoch);
 	if (w->features & ~cfg->features)
 		return rdma_errf(err, errlen, -EPROTO,
 				 "WELCOME features 0x%016" PRIx64
@@ -1143,6 +1221,9 @@ static int cli_welcome(struct rdma_conn *c, const struct rdma_record *rec)
 	char err[TP_ERR_MAX];
 	int rc;
 
+	rc = hs_verify(c, rec, 0);
+	if (rc != 0)
+		return rc;
 	rc = link_welcome_decode(rec->body, c->rh.length, &w, err, sizeof(err));
 	if (rc == 0)
 		rc = cli_welcome_check(rl, &w, err, sizeof(err));
@@ -1154,8 +1235,7 @@ static int cli_welcome(struct rdma_conn *c, const struct rdma_record *rec)
 	s->features = w.features;
 	memcpy(s->id, w.session, LINK_SESSION_ID);
 	s->seed = link_session_seed(s->id);
-	s->min_epoch = w.min_epoch > rl->cfg.min_epoch ? w.min_epoch
-						       : rl->cfg.min_epoch;
+	s->min_epoch = w.min_epoch;
 	snprintf(s->peer_name, sizeof(s->peer_name), "%s", w.name);
 	rl->nr_bulk = w.nr_bulk;
 	conn_set_state(c, RDMA_CS_READY);
@@ -1179,6 +1259,9 @@ static int cli_joined(struct rdma_conn *c, const struct rdma_record *rec)
 	uint32_t chan;
 	int rc;
 
+	rc = hs_verify(c, rec, rl->sess.seed);
+	if (rc != 0)
+		return rc;
 	rc = link_joined_decode(rec->body, c->rh.length, &chan, err,
 				sizeof(err));
 	if (rc != 0)
@@ -1192,21 +1275,22 @@ static int cli_joined(struct rdma_conn *c, const struct rdma_record *rec)
 	return 0;
 }
 
-/* One complete handshake record on c (state HANDSHAKE). */
+/* One complete record on c before the link is up. */
 static int hs_record(struct rdma_conn *c, const struct rdma_record *rec)
 {
-	char err[TP_ERR_MAX], why[LINK_BYE_MAX + 1];
+	char why[LINK_BYE_MAX + 1];
 	uint32_t type = c->rh.type;
-	int rc;
 
-	rc = wire_record_verify_seeded(rec->hdr, rec->body, &c->rh, 0, err,
-				       sizeof(err));
-	if (rc != 0)
-		return conn_fail(c, rc, "handshake %s", err);
 	if (type == WIRE_REC_LINK_BYE) {
+		if (hs_verify(c, rec, 0) != 0)
+			return -EBADMSG;
 		link_bye_decode(rec->body, c->rh.length, why, sizeof(why));
 		return conn_fail(c, -ECONNREFUSED, "peer refused: %s", why);
 	}
+	if (c->state != RDMA_CS_HANDSHAKE)
+		return conn_fail(c, -EPROTO, "%s record after this channel's "
+				 "handshake, before the link is up",
+				 wire_record_type_name(type));
 	if (c->server && c->chan == 0 && type == WIRE_REC_LINK_HELLO &&
 	    c->rl && link_state(c->rl) == RDMA_LS_HELLO)
 		return srv_hello(c, rec);
@@ -1224,6 +1308,12 @@ static int hs_record(struct rdma_conn *c, const struct rdma_record *rec)
 
 /* ---- receive side ------------------------------------------------------------ */
 
+/* Whether records on c go to the core (else: handshake records). */
+static bool conn_link_up(const struct rdma_conn *c)
+{
+	return c->rl && link_state(c->rl) == RDMA_LS_UP;
+}
+
 /*
  * First chunk of a record: the core checks the header once the link is
  * up; before that the handshake cap applies.  The framed length must match
@@ -1236,7 +1326,7 @@ static int conn_check_hdr(void *arg, const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 	size_t framed;
 	int rc;
 
-	if (c->state == RDMA_CS_HANDSHAKE) {
+	if (!conn_link_up(c)) {
 		rc = wire_record_header_decode(hdr, RDMA_HS_BODY_MAX, &c->rh,
 					       err, errlen);
 		if (rc != 0)
@@ -1258,21 +1348,27 @@ static int conn_check_hdr(void *arg, const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
 	return 0;
 }
 
+/*
+ * Before the link is up a channel consumes handshake records.  A client's
+ * joined channel then holds what arrives: the server is up first and may
+ * send records already.  A server's joined channel goes on reading, since
+ * a client that is not up can send nothing but a BYE.
+ */
 static bool conn_may_consume(const struct rdma_conn *c)
 {
 	if (c->doomed || c->paused)
 		return false;
-	if (c->state == RDMA_CS_HANDSHAKE)
+	if (c->state == RDMA_CS_HANDSHAKE || conn_link_up(c))
 		return true;
-	return c->state == RDMA_CS_READY && c->rl &&
-	       link_state(c->rl) == RDMA_LS_UP;
+	return c->state == RDMA_CS_READY && c->server && c->rl &&
+	       link_state(c->rl) == RDMA_LS_JOINING;
 }
 
 static int conn_record(struct rdma_conn *c, struct rdma_record *rec)
 {
 	int rc;
 
-	if (c->state == RDMA_CS_HANDSHAKE) {
+	if (!conn_link_up(c)) {
 		rc = hs_record(c, rec);
 		free(rec->body);
 		return rc;
@@ -1377,19 +1473,23 @@ static int conn_recv(struct rdma_conn *c, const struct ibv_wc *wc)
 			 rdma_mode_name(c->mode));
 }
 
+/* A failed completion: the error to fail c with once what arrived is in. */
+static int conn_wc_error(const struct ibv_wc *wc, char *why, size_t n)
+{
+	bool recv = WR_KIND(wc->wr_id) == RDMA_WR_RECV;
+
+	if (wc->status == IBV_WC_WR_FLUSH_ERR)
+		return rdma_errf(why, n, -ECONNRESET, "%s work request flushed"
+				 " (queue pair in error)", recv ? "receive" : "send");
+	return rdma_errf(why, n, -EIO, "%s work request failed: %s (vendor "
+			 "error 0x%x)", recv ? "receive" : "send",
+			 ibv_wc_status_str(wc->status), wc->vendor_err);
+}
+
 static int conn_wc(struct rdma_conn *c, const struct ibv_wc *wc)
 {
 	unsigned kind = WR_KIND(wc->wr_id);
 
-	if (wc->status != IBV_WC_SUCCESS) {
-		if (wc->status == IBV_WC_WR_FLUSH_ERR)
-			return conn_fail(c, -ECONNRESET, "work request "
-					 "flushed: %s", ibv_wc_status_str(wc->status));
-		return conn_fail(c, -EIO, "work request %s failed: %s "
-				 "(vendor error 0x%x)",
-				 kind == RDMA_WR_RECV ? "receive" : "send",
-				 ibv_wc_status_str(wc->status), wc->vendor_err);
-	}
 	if (kind == RDMA_WR_CHUNK || kind == RDMA_WR_CREDIT) {
 		pthread_mutex_lock(&c->tx_lock);
 		c->sq_used--;
@@ -1404,21 +1504,35 @@ static int conn_wc(struct rdma_conn *c, const struct ibv_wc *wc)
 			 " (bug)", (uint64_t)wc->wr_id);
 }
 
+/*
+ * Handles every completion, then consumes what arrived and posts what is
+ * due.  After a failed completion the chunks that arrived before it are
+ * still consumed (a peer's BYE, records the core may hand out) before the
+ * channel fails.
+ */
 static void conn_poll(struct rdma_conn *c)
 {
 	struct ibv_wc wc[RDMA_POLL_BATCH];
-	int n, i;
+	char why[TP_ERR_MAX] = "";
+	int n = 0, i, rc = 0;
 
-	while (!c->doomed && (n = ibv_poll_cq(c->cq, RDMA_POLL_BATCH, wc)) > 0)
-		for (i = 0; i < n; i++)
-			if (conn_wc(c, &wc[i]) < 0)
+	while (rc == 0 && !c->doomed &&
+	       (n = ibv_poll_cq(c->cq, RDMA_POLL_BATCH, wc)) > 0) {
+		for (i = 0; i < n && rc == 0; i++) {
+			if (wc[i].status != IBV_WC_SUCCESS)
+				rc = conn_wc_error(&wc[i], why, sizeof(why));
+			else if (conn_wc(c, &wc[i]) < 0)
 				return;
-	if (!c->doomed && n < 0) {
-		conn_fail(c, -EIO, "polling the completion queue failed");
-		return;
+		}
 	}
+	if (rc == 0 && n < 0)
+		rc = rdma_errf(why, sizeof(why), -EIO,
+			       "polling the completion queue failed");
 	conn_rx_drain(c);
-	conn_tx_kick(c);
+	if (rc != 0)
+		conn_fail(c, rc, "%s", why);
+	else
+		conn_tx_kick(c);
 }
 
 static void conn_cq_cb(evutil_socket_t fd, short what, void *arg)
@@ -1438,6 +1552,21 @@ static void conn_cq_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	conn_poll(c);
+}
+
+/* The consumer caught up with chan: consume what waited, return credits. */
+static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rdma_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->doomed || !c->paused)
+		return;
+	c->paused = false;
+	log_debug("rdma: chan %u (%s): resumed", c->chan, c->peer);
+	conn_rx_drain(c);
+	conn_tx_kick(c);
 }
 
 /* ---- link up, destruction -------------------------------------------------- */
@@ -1462,9 +1591,9 @@ static void link_up(struct rdma_link *rl)
 	}
 	tpl_up(link, &rl->sess);           /* before connect() can return it */
 	link_set_state(rl, RDMA_LS_UP);
-	log_warn("rdma: link with %s (%s, %u bulk channels) is NOT encrypted "
-		 "and NOT authenticated (security insecure): anyone on the "
-		 "RDMA fabric can read or forge its records",
+	log_warn("rdma: link with %s (%s, %u bulk channels): RDMA carries no "
+		 "TLS, so this link is NOT encrypted and NOT authenticated: "
+		 "anyone on the fabric can read or forge its records",
 		 rl->sess.peer_name, rl->peer, rl->nr_bulk);
 	if (lis)
 		tpl_listener_push(lis->l, link);
@@ -1608,14 +1737,14 @@ static void cli_established(struct rdma_conn *c, const struct rdma_cm_copy *e)
 
 		snprintf(h.name, sizeof(h.name), "%s", rl->cfg.local_name);
 		link_hello_put(&b, &h);
-		if (hs_send(c, WIRE_REC_LINK_HELLO, &b) == 0)
+		if (hs_send(c, WIRE_REC_LINK_HELLO, 0, &b) == 0)
 			link_set_state(rl, RDMA_LS_HELLO);
 	} else {
 		struct link_join j = { .chan = c->chan };
 
 		memcpy(j.session, rl->sess.id, LINK_SESSION_ID);
 		link_join_put(&b, &j);
-		hs_send(c, WIRE_REC_LINK_JOIN, &b);
+		hs_send(c, WIRE_REC_LINK_JOIN, rl->sess.seed, &b);
 	}
 	wire_buf_fini(&b);
 	conn_rx_drain(c);
@@ -1836,6 +1965,11 @@ static int rdma_op_connect(struct tp_ctx *ctx, const struct tp_config *cfg,
 		return 0;
 	}
 	rdma_errf(err, errlen, rc, "%s", rl->err);
+	if (rl->bye_sent) {  /* the queue pairs stay up while it goes out */
+		struct timespec linger = { 0, RDMA_LINGER_MS * 1000000L };
+
+		nanosleep(&linger, NULL);
+	}
 	tpl_ctx_call(ctx, link_destroy_cb, rl);
 	return rc;
 }
@@ -1860,14 +1994,22 @@ static void lis_reap_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Refused conns linger RDMA_LINGER_MS so that their BYE can go out. */
+static void lis_reap_arm(struct rdma_lis *lis)
+{
+	struct timeval tv = { 0, RDMA_LINGER_MS * 1000 };
+
+	if (lis->reap_ev && !evtimer_pending(lis->reap_ev, NULL))
+		evtimer_add(lis->reap_ev, &tv);
+}
+
 static void lis_doom_conn(struct rdma_lis *lis, struct rdma_conn *c)
 {
 	lis_orphan_remove(lis, c);
 	conn_quiesce(c);
 	c->next = lis->doomed;
 	lis->doomed = c;
-	if (lis->reap_ev)
-		event_active(lis->reap_ev, EV_TIMEOUT, 1);
+	lis_reap_arm(lis);
 }
 
 static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl)
@@ -1875,8 +2017,7 @@ static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl)
 	lis_pending_remove(lis, rl);
 	rl->next = lis->doomed_links;
 	lis->doomed_links = rl;
-	if (lis->reap_ev)
-		event_active(lis->reap_ev, EV_TIMEOUT, 1);
+	lis_reap_arm(lis);
 }
 
 static int srv_hs_ms(const struct rdma_lis *lis)
@@ -2037,11 +2178,13 @@ static void lis_start_cb(void *arg)
 	struct event_base *base = tpl_ctx_base(lis->ctx);
 
 	lis->loop = pthread_self();
-	lis->reap_ev = event_new(base, -1, 0, lis_reap_cb, lis);
+	lis->reap_ev = evtimer_new(base, lis_reap_cb, lis);
 	lis->cm_ev = event_new(base, lis->ec->fd, EV_READ | EV_PERSIST,
 			       lis_cm_cb, lis);
-	if (lis->cm_ev)
-		event_add(lis->cm_ev, NULL);
+	if (lis->cm_ev == NULL || lis->reap_ev == NULL ||
+	    event_add(lis->cm_ev, NULL) != 0)
+		log_error("rdma: listener %s: cannot watch its CM channel; "
+			  "it will accept nothing", lis->addr);
 }
 
 static void lis_destroy(struct rdma_lis *lis)
@@ -2164,17 +2307,17 @@ static size_t rdma_op_send_queued(struct tp_link *link, unsigned chan)
 	return q;
 }
 
+/*
+ * Any thread (tp_recv calls it on the consumer's), and re-entrantly from
+ * tpl_input: the work is deferred to the loop through an event.
+ */
 static void rdma_op_resume_read(struct tp_link *link, unsigned chan)
 {
 	struct rdma_link *rl = tpl_backend(link);
-	struct rdma_conn *c;
 
-	if (rl == NULL || chan > rl->nr_bulk || rl->conn[chan] == NULL)
-		return;
-	c = rl->conn[chan];
-	c->paused = false;
-	conn_rx_drain(c);
-	conn_tx_kick(c);
+	if (rl && chan <= rl->nr_bulk && rl->conn[chan] &&
+	    rl->conn[chan]->resume_ev)
+		event_active(rl->conn[chan]->resume_ev, EV_TIMEOUT, 1);
 }
 
 /* Any thread: no more sends; each channel disconnects once drained. */
@@ -2204,12 +2347,38 @@ static void rdma_op_close(struct tp_link *link)
 			conn_close_tx(rl->conn[i]);
 }
 
+static bool link_sends_done(struct rdma_link *rl)
+{
+	bool done = true;
+
+	for (unsigned i = 0; i <= rl->nr_bulk && done; i++) {
+		struct rdma_conn *c = rl->conn[i];
+
+		if (c == NULL)
+			continue;
+		pthread_mutex_lock(&c->tx_lock);
+		done = c->disconnected || (c->txq == NULL && c->sq_used == 0);
+		pthread_mutex_unlock(&c->tx_lock);
+	}
+	return done;
+}
+
+/*
+ * Gives what was posted (the core's BYEs) up to RDMA_LINGER_MS to
+ * complete before the queue pairs go, then tears down on the loop.
+ */
 static void rdma_op_free(struct tp_link *link)
 {
 	struct rdma_link *rl = tpl_backend(link);
+	struct timespec tick = { 0, 1000000 };
 
-	if (rl)
-		rdma_on_loop(rl->ctx, rl->loop, link_destroy_cb, rl);
+	if (rl == NULL)
+		return;
+	if (!pthread_equal(pthread_self(), rl->loop))
+		for (int ms = 0; ms < RDMA_LINGER_MS && !link_sends_done(rl);
+		     ms++)
+			nanosleep(&tick, NULL);
+	rdma_on_loop(rl->ctx, rl->loop, link_destroy_cb, rl);
 }
 
 static void rdma_op_listener_free(struct tp_listener *l)

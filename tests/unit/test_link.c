@@ -598,6 +598,18 @@ static void test_refuse_stale_hello(void **state)
 	expect_refused(&s, &c);
 }
 
+static void test_ctx_new_free(void **state)
+{
+	struct tp_ctx *ctx;
+	int i;
+
+	(void)state;
+	for (i = 0; i < 50; i++) {
+		assert_int_equal(tp_ctx_new(&ctx), 0);
+		tp_ctx_free(ctx); /* at once: must not hang */
+	}
+}
+
 static void test_config_errors(void **state)
 {
 	struct tp_config c;
@@ -681,6 +693,7 @@ static int make_pki(void)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ctx_new_free),
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_insecure_roundtrip),
 		cmocka_unit_test(test_bad_sends),

@@ -16,12 +16,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "link_codec.h"
 #include "pki.h"
 #include "transport.h"
 #include "wire.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <inttypes.h>
 #include <sys/stat.h>
 #include <pthread.h>
@@ -651,6 +655,250 @@ static void test_bad_key_file(void **state)
 	tp_ctx_free(ctx);
 }
 
+
+/* ---- a hand-written peer: malformed input on a live link (S3) ----------- */
+
+struct raw {
+	int fd;
+	uint64_t seed;
+	uint32_t seq;
+};
+
+static void raw_write(struct raw *r, const void *p, size_t n)
+{
+	assert_int_equal(write(r->fd, p, n), (ssize_t)n);
+}
+
+/* One record: header fields as given (length may lie), then body bytes. */
+static void raw_record(struct raw *r, uint32_t type, uint64_t epoch,
+		       uint32_t length, const void *body, size_t body_len,
+		       uint32_t seq)
+{
+	struct wire_record_header h = { .type = type, .epoch = epoch,
+					.length = length, .seq = seq };
+	uint8_t hdr[WIRE_RECORD_HEADER_SIZE];
+	uint8_t *padded = calloc(1, wire_padded_length((uint32_t)body_len) + 8);
+
+	memcpy(padded, body, body_len);
+	assert_int_equal(length, body_len);
+	wire_record_seal(hdr, &h, padded, r->seed);
+	raw_write(r, hdr, sizeof(hdr));
+	raw_write(r, padded, wire_padded_length((uint32_t)body_len));
+	free(padded);
+}
+
+static size_t raw_read_full(int fd, uint8_t *p, size_t n)
+{
+	size_t got = 0;
+	ssize_t k;
+
+	while (got < n && (k = read(fd, p + got, n - got)) > 0)
+		got += (size_t)k;
+	return got;
+}
+
+/* Connects and runs the handshake by hand; proto range as given. */
+static int raw_connect(struct raw *r, uint16_t port, uint16_t pmin,
+		       uint16_t pmax)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct link_hello h = { .proto_min = pmin, .proto_max = pmax,
+				.features = TP_FEAT_PAGE_CODECS };
+	struct link_welcome w;
+	struct wire_buf b;
+	uint8_t in[WIRE_STREAM_HEADER_SIZE + WIRE_RECORD_HEADER_SIZE + 128];
+	struct wire_record_header rh;
+
+	memset(r, 0, sizeof(*r));
+	r->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	snprintf(h.name, sizeof(h.name), "hosta");
+	wire_buf_init(&b);
+	wire_stream_header_put(&b, WIRE_STREAM_LINK, 0);
+	raw_write(r, b.data, b.len);
+	wire_buf_reset(&b);
+	link_hello_put(&b, &h);
+	raw_record(r, WIRE_REC_LINK_HELLO, 0, (uint32_t)b.len, b.data, b.len, 0);
+	wire_buf_fini(&b);
+	if (raw_read_full(r->fd, in, WIRE_STREAM_HEADER_SIZE +
+			  WIRE_RECORD_HEADER_SIZE) !=
+	    WIRE_STREAM_HEADER_SIZE + WIRE_RECORD_HEADER_SIZE)
+		return -ECONNRESET;
+	wire_record_header_decode(in + WIRE_STREAM_HEADER_SIZE, WIRE_MAX_BODY,
+				  &rh, NULL, 0);
+	assert_true(wire_padded_length(rh.length) <= 128);
+	raw_read_full(r->fd, in, wire_padded_length(rh.length));
+	assert_int_equal(link_welcome_decode(in, rh.length, &w, NULL, 0), 0);
+	r->seed = link_session_seed(w.session);
+	r->seq = 1;
+	return 0;
+}
+
+/* A listener, a raw peer that sends `bad`, and the error the link gets. */
+static int raw_case(void (*bad)(struct raw *r), char *err, size_t errlen)
+{
+	struct tp_config s;
+	struct pair p;
+	struct raw r;
+	struct tp_msg *m;
+	int rc;
+
+	cfg_insecure(&s, "hostb", "hosta");
+	pair_listen(&p, &s);
+	assert_int_equal(raw_connect(&r, tp_listener_port(p.lis), 1, 1), 0);
+	assert_int_equal(tp_accept(p.lis, 5000, &p.srv), 0);
+	bad(&r);
+	while ((rc = tp_recv(p.srv, 5000, &m)) == 0)
+		tp_msg_free(m); /* records before the bad one are fine */
+	tp_link_error(p.srv, err, errlen);
+	close(r.fd);
+	pair_down(&p);
+	return rc;
+}
+
+/* A bare header; its checksum is never looked at, as it is refused first. */
+static void raw_header(struct raw *r, uint32_t type, uint32_t length)
+{
+	struct wire_buf b;
+
+	wire_buf_init(&b);
+	wire_put_be32(&b, type);
+	wire_put_be32(&b, 0);
+	wire_put_be64(&b, 0);
+	wire_put_be32(&b, length);
+	wire_put_be32(&b, r->seq);
+	wire_put_be64(&b, 0);
+	raw_write(r, b.data, b.len);
+	wire_buf_fini(&b);
+}
+
+static void send_oversize(struct raw *r)
+{
+	raw_header(r, WIRE_REC_NOTE, WIRE_MAX_BODY + 1);
+}
+
+static void send_unknown_mandatory(struct raw *r)
+{
+	raw_record(r, 0x77, 0, 8, "12345678", 8, 1);
+}
+
+static void send_duplicate(struct raw *r)
+{
+	raw_record(r, WIRE_REC_NOTE, 0, 2, "ok", 2, 1);
+	raw_record(r, WIRE_REC_NOTE, 0, 2, "ok", 2, 1); /* replayed */
+}
+
+static void send_stale(struct raw *r)
+{
+	raw_record(r, WIRE_REC_NOTE, 5, 2, "ok", 2, 1);
+	raw_record(r, WIRE_REC_NOTE, 4, 2, "ok", 2, 2);
+}
+
+static void send_truncated(struct raw *r)
+{
+	raw_header(r, WIRE_REC_NOTE, 4096);
+	raw_write(r, "only part of it", 15);
+	shutdown(r->fd, SHUT_WR);
+}
+
+static void send_unseeded(struct raw *r)
+{
+	r->seed = 0; /* as if from another session */
+	raw_record(r, WIRE_REC_NOTE, 0, 2, "ok", 2, 1);
+}
+
+static void send_handshake_again(struct raw *r)
+{
+	raw_record(r, WIRE_REC_LINK_JOINED, 0, 8, "\0\0\0\1\0\0\0\0", 8, 1);
+}
+
+static void test_raw_refusals(void **state)
+{
+	char err[TP_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(raw_case(send_oversize, err, sizeof(err)), -E2BIG);
+	assert_non_null(strstr(err, "length 4202505 > max 4202504"));
+	assert_int_equal(raw_case(send_unknown_mandatory, err, sizeof(err)),
+			 -EPROTO);
+	assert_non_null(strstr(err, "unknown mandatory record type 0x00000077"));
+	assert_int_equal(raw_case(send_duplicate, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "sequence 1, expected 2"));
+	assert_int_equal(raw_case(send_stale, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "stale epoch 4 < 5"));
+	assert_int_equal(raw_case(send_truncated, err, sizeof(err)),
+			 -ECONNRESET);
+	assert_int_equal(raw_case(send_unseeded, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "checksum"));
+	assert_int_equal(raw_case(send_handshake_again, err, sizeof(err)),
+			 -EPROTO);
+}
+
+static void test_raw_version_skew(void **state)
+{
+	struct tp_config s;
+	struct pair p;
+	struct raw r;
+	struct tp_link *l;
+	int i;
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	pair_listen(&p, &s);
+	/* a peer from the future: protocol 2..3 only */
+	assert_int_equal(raw_connect(&r, tp_listener_port(p.lis), 2, 3),
+			 -ECONNRESET);
+	close(r.fd);
+	for (i = 0; i < 500 && tp_listener_refused(p.lis) == 0; i++)
+		usleep(10000);
+	assert_int_equal(tp_listener_refused(p.lis), 1);
+	assert_int_equal(tp_accept(p.lis, 100, &l), -ETIMEDOUT);
+	pair_down(&p);
+}
+
+static void test_negotiate(void **state)
+{
+	struct link_hello h = { .proto_min = 1, .proto_max = 9,
+				.features = 0x3ULL << 32 };
+	uint64_t f;
+	uint16_t v;
+	char err[TP_ERR_MAX];
+
+	(void)state;
+	assert_int_equal(link_negotiate(&h, 1ULL << 32, &v, &f, err,
+					sizeof(err)), 0);
+	assert_int_equal(v, TP_PROTO_MAX);
+	assert_int_equal(f, 1ULL << 32);
+	h.features |= 1; /* a mandatory feature this host lacks */
+	assert_int_equal(link_negotiate(&h, 1ULL << 32, &v, &f, err,
+					sizeof(err)), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err, "mandatory"));
+}
+
+static void test_hello_truncations(void **state)
+{
+	struct link_hello h = { .proto_min = 1, .proto_max = 1, .nr_bulk = 3,
+				.epoch = 9 }, out;
+	struct wire_buf b;
+	size_t n;
+
+	(void)state;
+	snprintf(h.name, sizeof(h.name), "host-a");
+	wire_buf_init(&b);
+	assert_int_equal(link_hello_put(&b, &h), 0);
+	assert_int_equal(link_hello_decode(b.data, b.len, &out, NULL, 0), 0);
+	assert_string_equal(out.name, "host-a");
+	for (n = 0; n < LINK_HELLO_FIXED + 1; n++)
+		assert_int_equal(link_hello_decode(b.data, n, &out, NULL, 0),
+				 -EBADMSG);
+	b.data[LINK_HELLO_FIXED] = ' '; /* a space in the name */
+	assert_int_equal(link_hello_decode(b.data, b.len, &out, NULL, 0),
+			 -EBADMSG);
+	wire_buf_fini(&b);
+}
+
 /* ---- fixture: a CA, hosts, an expired host, a rogue CA and host ---------------- */
 
 static int rm_cb(const char *path, const struct stat *sb, int flag,
@@ -715,6 +963,10 @@ int main(void)
 		cmocka_unit_test(test_refuse_tls_client_on_plain_port),
 		cmocka_unit_test(test_refuse_stale_hello),
 		cmocka_unit_test(test_bad_key_file),
+		cmocka_unit_test(test_raw_refusals),
+		cmocka_unit_test(test_raw_version_skew),
+		cmocka_unit_test(test_negotiate),
+		cmocka_unit_test(test_hello_truncations),
 	};
 	int rc;
 

@@ -49,9 +49,9 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \
              replicator/snapshot.c
-TP_SRCS   := $(filter-out transport/rdma.c transport/rdma_absent.c,$(wildcard transport/*.c))
+TP_SRCS   := $(filter-out transport/rdma.c transport/rdma_conn.c transport/rdma_absent.c,$(wildcard transport/*.c))
 ifeq ($(HAVE_RDMA),1)
-TP_SRCS   += transport/rdma.c
+TP_SRCS   += transport/rdma.c transport/rdma_conn.c
 else
 TP_SRCS   += transport/rdma_absent.c
 endif

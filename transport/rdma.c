@@ -1,16 +1,18 @@
 /*
  * rdma.c - the RDMA back end of the link (tp_rdma_ops), on rdma-core:
- * librdmacm for connections, libibverbs for queue pairs.  Design, buffer
- * sizes and the security stance are in docs/rdma.md; the pure parts
- * (rings, credits, chunks, reassembly, advertisement and credit messages)
- * are in rdma_buf.c.
+ * librdmacm for connections, libibverbs for queue pairs.  This file has
+ * the connection manager side (address and route resolution, connect,
+ * listen, accept and their events), the handshake and the ops table with
+ * its entry points.  Each channel's verbs resources and data path (a
+ * "conn") are in rdma_conn.c; what the two share is in rdma_int.h.
+ * Design, buffer sizes and the security stance are in docs/rdma.md; the
+ * pure parts (rings, credits, chunks, reassembly, advertisement and credit
+ * messages) are in rdma_buf.c.
  *
- * One RC queue pair per link channel, each with its own CM event channel,
- * protection domain, completion queue and completion channel ("conn").
- * Channel 0 (control) moves chunks with SEND/RECV into posted receive
- * buffers; bulk channels move them with RDMA WRITE with immediate into the
- * receiver's slot ring, whose address and rkey the receiver advertises in
- * the CM private data of connect/accept.  Credit returns are SENDs.
+ * One RC queue pair per link channel, each with its own CM event channel
+ * and CM id.  Each end advertises its receive ring (rdma_conn_advert) in the CM
+ * private data of connect/accept, so both know the other's ring before
+ * the first byte.
  *
  * Handshake.  Records of the link protocol join the channels into one
  * link, as on TCP but without a LINK stream header: the connector sends
@@ -25,40 +27,28 @@
  * (tpl_header, tpl_input).  The server creates the tp_link only when the
  * handshake is complete, so a refused peer never reaches the core.
  *
- * Threads.  Everything that touches the CM or completion queues runs on
- * the context's loop thread, driven by libevent events on the CM and
- * completion channel fds; nothing there blocks.  ops->send and
- * ops->send_queued run on sender threads: they take the conn's tx_lock,
- * queue a copy of the record and post what the credits allow
- * (ibv_post_send does not block).  No core function is called with a
- * tx_lock held.  ops->resume_read (any thread, or re-entrantly from
- * tpl_input) only activates an event.  ops->close is non-blocking from any
- * thread; ops->free and listener_free hop to the loop thread
- * (tpl_ctx_call) to tear down.
+ * Threads.  Everything that touches the CM runs on the context's loop
+ * thread, driven by libevent events on the CM channel fds; nothing there
+ * blocks.  ops->send and ops->send_queued run on sender threads and go to
+ * the conn's send side (rdma_conn.c) under its tx_lock.  ops->resume_read
+ * (any thread, or re-entrantly from tpl_input) only activates an event.
+ * ops->close is non-blocking from any thread; ops->free and listener_free
+ * hop to the loop thread (tpl_ctx_call) to tear down.
  *
  * Invariants:
  *  - A link is UP only after every channel's handshake passed; before that
  *    no record reaches the core, and records that arrive on a joined
  *    channel wait in its ring until tpl_up.
- *  - At most the peer's window of chunks is in flight per channel, and at
- *    most RDMA_SQ_DEPTH send work requests per queue pair.
- *  - While tpl_input says pause, the channel consumes no chunk and returns
- *    no credit, so the sender stops within one window.
  *  - Only TP_SEC_INSECURE is accepted, and each link says loudly, once,
  *    that it is neither encrypted nor authenticated.
- *  - Teardown order per conn: events, QP, CQ, completion channel, MRs, PD,
- *    CM id, CM event channel.
  */
-#include "link_int.h"
+#include "rdma_int.h"
 #include "log.h"
-#include "rdma_buf.h"
 
 #include <arpa/inet.h>
-#include <endian.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <infiniband/verbs.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -71,34 +61,11 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define RDMA_SQ_DEPTH 64u            /* send work requests per QP */
 #define RDMA_CM_TIMEOUT_MS 5000      /* address and route resolution */
-#define RDMA_HS_BODY_MAX 4096u       /* body cap before the link is up */
-#define RDMA_POLL_BATCH 32
 #define RDMA_BACKLOG 16
-#define RDMA_SEND_LIMIT (8u << 20)   /* transport.h's default send_limit */
 #define RDMA_HS_TIMEOUT_MS 10000     /* transport.h's default */
-#define RDMA_ADDR_MAX 80
 #define RDMA_PDATA_MAX 256
 #define RDMA_LINGER_MS 200           /* a refused peer's BYE goes out */
-
-/* wr_id: what the work request was, and its buffer or slot. */
-enum rdma_wr_kind { RDMA_WR_RECV = 1, RDMA_WR_CHUNK = 2, RDMA_WR_CREDIT = 3 };
-#define WR_ID(kind, idx) ((uint64_t)(kind) << 56 | (uint64_t)(idx))
-#define WR_KIND(id) ((unsigned)((id) >> 56))
-#define WR_IDX(id) ((uint32_t)(id))
-
-enum rdma_role { RDMA_CLIENT, RDMA_SERVER };
-
-enum rdma_link_state {
-	RDMA_LS_CONNECTING,   /* client: control channel being set up */
-	RDMA_LS_HELLO,        /* HELLO sent (client) or awaited (server) */
-	RDMA_LS_JOINING,      /* session fixed, bulk channels joining */
-	RDMA_LS_UP,           /* tpl_up done: records go to the core */
-	RDMA_LS_FAILED,       /* handshake failed; never had a tp_link */
-	RDMA_LS_CLOSING,      /* ops->close: no delivery, sends drain */
-	RDMA_LS_NR
-};
 
 static const char *const rdma_ls_names[RDMA_LS_NR] = {
 	"CONNECTING", "HELLO", "JOINING", "UP", "FAILED", "CLOSING",
@@ -112,16 +79,6 @@ static const unsigned rdma_ls_next[RDMA_LS_NR] = {
 	[RDMA_LS_UP] = LS(CLOSING),
 	[RDMA_LS_FAILED] = 0,
 	[RDMA_LS_CLOSING] = 0,
-};
-
-enum rdma_conn_state {
-	RDMA_CS_ADDR,         /* client: resolving the address */
-	RDMA_CS_ROUTE,        /* client: resolving the route */
-	RDMA_CS_CONNECTING,   /* connect sent / request being accepted */
-	RDMA_CS_HANDSHAKE,    /* connected; this channel's handshake record */
-	RDMA_CS_READY,        /* handshake done on this channel */
-	RDMA_CS_DOWN,         /* disconnected or failed */
-	RDMA_CS_NR
 };
 
 static const char *const rdma_cs_names[RDMA_CS_NR] = {
@@ -141,95 +98,6 @@ static const unsigned rdma_cs_next[RDMA_CS_NR] = {
 /* Transitions and (state, event) pairs that cannot happen: bugs, counted. */
 static atomic_uint rdma_bugs;
 
-struct rdma_txrec {
-	struct rdma_txrec *next;
-	uint32_t len, off;            /* framed bytes; bytes already posted */
-	uint8_t data[];
-};
-
-struct rdma_conn {
-	struct tp_ctx *ctx;
-	struct rdma_link *rl;         /* NULL while an orphan of a listener */
-	struct rdma_lis *lis;         /* server, until the link is up */
-	struct rdma_conn *next;       /* on lis->orphans or lis->doomed */
-	bool server;
-	bool doomed;                  /* no more processing; teardown pending */
-	unsigned chan;
-	enum rdma_mode mode;
-	enum rdma_conn_state state;
-	char peer[RDMA_ADDR_MAX];
-
-	struct rdma_event_channel *ec;
-	struct rdma_cm_id *id;
-	struct ibv_pd *pd;
-	struct ibv_comp_channel *cc;
-	struct ibv_cq *cq;
-	struct event *cm_ev, *cq_ev, *timer_ev, *resume_ev;
-
-	/* receive side: loop thread */
-	struct rdma_geom geom;        /* our ring, as advertised */
-	uint32_t nr_rq;               /* receive work requests posted */
-	uint8_t *rbuf;                /* ring (WRITE) or receive buffers (SEND) */
-	struct ibv_mr *rbuf_mr;
-	uint8_t *mbuf;                /* WRITE: receive buffers for messages */
-	struct ibv_mr *mbuf_mr;
-	uint8_t *cbuf;                /* our outgoing credit message */
-	struct ibv_mr *cbuf_mr;
-	struct rdma_rx rx;
-	struct rdma_reasm reasm;
-	struct wire_record_header rh; /* of the record being reassembled */
-	bool paused;
-
-	/* send side: under tx_lock */
-	pthread_mutex_t tx_lock;
-	bool tx_ready, tx_closing, disconnected, credit_busy;
-	bool drain_armed;             /* queued reached half the send limit */
-	bool flush_armed;             /* something waited for credits */
-	struct rdma_advert remote;    /* the peer's ring */
-	uint8_t *sbuf;                /* staging slots, the peer's geometry */
-	struct ibv_mr *sbuf_mr;
-	struct rdma_tx tx;
-	struct rdma_txrec *txq, *txq_tail;
-	uint32_t tx_rec_seq;
-	size_t queued;                /* record bytes not yet posted */
-	uint32_t sq_used;
-};
-
-struct rdma_link {
-	struct tp_ctx *ctx;
-	struct tp_link *link;         /* from tpl_new, when UP */
-	struct tp_config cfg;
-	enum rdma_role role;
-	_Atomic int state;            /* enum rdma_link_state: link_set_state */
-	pthread_t loop;
-	struct sockaddr_storage dst;  /* client */
-	char peer[RDMA_ADDR_MAX];
-	unsigned nr_bulk, nr_joined;
-	struct link_session sess;
-	struct rdma_conn *conn[1 + TP_MAX_BULK];
-	pthread_mutex_t mu;           /* state writes, rc/err, the client's wait */
-	pthread_cond_t cond;
-	int rc;
-	char err[TP_ERR_MAX];
-	struct rdma_lis *lis;         /* server, until UP */
-	struct rdma_link *next;       /* on lis->pending or lis->doomed_links */
-	struct event *timer_ev;       /* server: handshake deadline */
-	bool bye_sent;                /* a refusal is on its way to the peer */
-};
-
-struct rdma_lis {
-	struct tp_ctx *ctx;
-	struct tp_listener *l;
-	struct tp_config cfg;
-	pthread_t loop;
-	char addr[RDMA_ADDR_MAX];
-	struct rdma_event_channel *ec;
-	struct rdma_cm_id *id;
-	struct event *cm_ev, *reap_ev;
-	struct rdma_conn *orphans, *doomed;   /* bulk conns before JOIN */
-	struct rdma_link *pending, *doomed_links;
-};
-
 /* What an event handler needs of a CM event, copied before the ack. */
 struct rdma_cm_copy {
 	enum rdma_cm_event_type type;
@@ -239,20 +107,13 @@ struct rdma_cm_copy {
 	size_t pdata_len;
 };
 
-static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void conn_rx_drain(struct rdma_conn *c);
-static void conn_tx_kick(struct rdma_conn *c);
 static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl);
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -265,12 +126,12 @@ static int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
 }
 
 /* -errno after a failed library call, never 0. */
-static int rdma_errno(void)
+int rdma_errno(void)
 {
 	return errno > 0 ? -errno : -EIO;
 }
 
-static int rdma_nonblock(int fd)
+int rdma_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
 
@@ -352,17 +213,9 @@ static void rdma_on_loop(struct tp_ctx *ctx, pthread_t loop,
 		tpl_ctx_call(ctx, fn, arg);
 }
 
-static size_t rdma_send_half(const struct rdma_conn *c)
-{
-	size_t limit = c->rl && c->rl->cfg.send_limit ? c->rl->cfg.send_limit
-						      : RDMA_SEND_LIMIT;
-
-	return limit / 2;
-}
-
 /* ---- state machines -------------------------------------------------------- */
 
-static enum rdma_link_state link_state(const struct rdma_link *rl)
+enum rdma_link_state rdma_link_state(const struct rdma_link *rl)
 {
 	return (enum rdma_link_state)atomic_load(&rl->state);
 }
@@ -374,7 +227,7 @@ static int link_set_state(struct rdma_link *rl, enum rdma_link_state to)
 	bool legal;
 
 	pthread_mutex_lock(&rl->mu);
-	from = link_state(rl);
+	from = rdma_link_state(rl);
 	legal = (rdma_ls_next[from] & (1u << to)) != 0;
 	if (legal)
 		atomic_store(&rl->state, (int)to);
@@ -412,469 +265,6 @@ static int conn_set_state(struct rdma_conn *c, enum rdma_conn_state to)
 	return 0;
 }
 
-/* ---- conn: creation and teardown ------------------------------------------ */
-
-static struct rdma_conn *conn_new(struct tp_ctx *ctx, unsigned chan,
-				  bool server, const char *peer)
-{
-	struct rdma_conn *c = calloc(1, sizeof(*c));
-
-	if (c == NULL)
-		return NULL;
-	c->ctx = ctx;
-	c->chan = chan;
-	c->server = server;
-	c->mode = chan == 0 ? RDMA_MODE_SEND : RDMA_MODE_WRITE;
-	c->geom.nr_slots = chan == 0 ? RDMA_CTRL_SLOTS : RDMA_BULK_SLOTS;
-	c->geom.slot_size = chan == 0 ? RDMA_CTRL_SLOT_SIZE
-				      : RDMA_BULK_SLOT_SIZE;
-	c->nr_rq = c->geom.nr_slots + RDMA_MSG_RESERVE;
-	c->state = server ? RDMA_CS_CONNECTING : RDMA_CS_ADDR;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer);
-	pthread_mutex_init(&c->tx_lock, NULL);
-	rdma_reasm_init(&c->reasm, c->geom.slot_size);
-	return c;
-}
-
-static void conn_mr_free(struct ibv_mr **mr, uint8_t **buf)
-{
-	if (*mr)
-		ibv_dereg_mr(*mr);
-	free(*buf);
-	*mr = NULL;
-	*buf = NULL;
-}
-
-static void conn_events_free(struct rdma_conn *c)
-{
-	if (c->cm_ev)
-		event_free(c->cm_ev);
-	if (c->cq_ev)
-		event_free(c->cq_ev);
-	if (c->timer_ev)
-		event_free(c->timer_ev);
-	if (c->resume_ev)
-		event_free(c->resume_ev);
-	c->cm_ev = c->cq_ev = c->timer_ev = c->resume_ev = NULL;
-}
-
-/* Loop thread, outside any of c's callbacks. */
-static void conn_destroy(struct rdma_conn *c)
-{
-	struct rdma_txrec *r;
-
-	if (c == NULL)
-		return;
-	conn_events_free(c);
-	if (c->id && c->id->qp)
-		rdma_destroy_qp(c->id);
-	if (c->cq)
-		ibv_destroy_cq(c->cq);
-	if (c->cc)
-		ibv_destroy_comp_channel(c->cc);
-	conn_mr_free(&c->rbuf_mr, &c->rbuf);
-	conn_mr_free(&c->mbuf_mr, &c->mbuf);
-	conn_mr_free(&c->cbuf_mr, &c->cbuf);
-	conn_mr_free(&c->sbuf_mr, &c->sbuf);
-	if (c->pd)
-		ibv_dealloc_pd(c->pd);
-	if (c->id)
-		rdma_destroy_id(c->id);
-	if (c->ec)
-		rdma_destroy_event_channel(c->ec);
-	while ((r = c->txq) != NULL) {
-		c->txq = r->next;
-		free(r);
-	}
-	rdma_rx_fini(&c->rx);
-	rdma_reasm_fini(&c->reasm);
-	pthread_mutex_destroy(&c->tx_lock);
-	free(c);
-}
-
-/* Stops every callback of c; its memory stays until conn_destroy. */
-static void conn_quiesce(struct rdma_conn *c)
-{
-	c->doomed = true;
-	if (c->cm_ev)
-		event_del(c->cm_ev);
-	if (c->cq_ev)
-		event_del(c->cq_ev);
-	if (c->timer_ev)
-		event_del(c->timer_ev);
-	if (c->resume_ev)
-		event_del(c->resume_ev);
-}
-
-/* ---- conn: verbs resources ------------------------------------------------- */
-
-static int conn_mr(struct rdma_conn *c, size_t len, int access,
-		   uint8_t **buf, struct ibv_mr **mr)
-{
-	void *p = NULL;
-	int rc;
-
-	if (posix_memalign(&p, 4096, len) != 0)
-		return -ENOMEM;
-	memset(p, 0, len);
-	*mr = ibv_reg_mr(c->pd, p, len, access);
-	if (*mr == NULL) {
-		rc = rdma_errno();
-		free(p);
-		return rc;
-	}
-	*buf = p;
-	return 0;
-}
-
-static int conn_post_recv(struct rdma_conn *c, uint32_t idx)
-{
-	struct ibv_recv_wr wr, *bad = NULL;
-	struct ibv_sge sge;
-
-	memset(&wr, 0, sizeof(wr));
-	if (c->mode == RDMA_MODE_SEND) {
-		sge.addr = (uintptr_t)(c->rbuf + (size_t)idx * c->geom.slot_size);
-		sge.length = c->geom.slot_size;
-		sge.lkey = c->rbuf_mr->lkey;
-	} else {
-		sge.addr = (uintptr_t)(c->mbuf + (size_t)idx * RDMA_MSG_BUF);
-		sge.length = RDMA_MSG_BUF;
-		sge.lkey = c->mbuf_mr->lkey;
-	}
-	wr.wr_id = WR_ID(RDMA_WR_RECV, idx);
-	wr.sg_list = &sge;
-	wr.num_sge = 1;
-	return -ibv_post_recv(c->id->qp, &wr, &bad);
-}
-
-static int conn_setup_bufs(struct rdma_conn *c)
-{
-	size_t slot = c->geom.slot_size;
-	int rc;
-
-	if (c->mode == RDMA_MODE_SEND) {
-		rc = conn_mr(c, c->nr_rq * slot, IBV_ACCESS_LOCAL_WRITE,
-			     &c->rbuf, &c->rbuf_mr);
-	} else {
-		rc = conn_mr(c, c->geom.nr_slots * slot,
-			     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			     &c->rbuf, &c->rbuf_mr);
-		if (rc == 0)
-			rc = conn_mr(c, c->nr_rq * RDMA_MSG_BUF,
-				     IBV_ACCESS_LOCAL_WRITE, &c->mbuf,
-				     &c->mbuf_mr);
-	}
-	if (rc == 0)
-		rc = conn_mr(c, RDMA_MSG_BUF, 0, &c->cbuf, &c->cbuf_mr);
-	if (rc == 0)
-		rc = rdma_rx_init(&c->rx, c->mode, &c->geom,
-				  c->mode == RDMA_MODE_SEND ? c->nr_rq
-							    : c->geom.nr_slots);
-	for (uint32_t i = 0; rc == 0 && i < c->nr_rq; i++)
-		rc = conn_post_recv(c, i);
-	return rc;
-}
-
-static int conn_create_qp(struct rdma_conn *c)
-{
-	struct ibv_qp_init_attr qa;
-
-	memset(&qa, 0, sizeof(qa));
-	qa.send_cq = c->cq;
-	qa.recv_cq = c->cq;
-	qa.qp_type = IBV_QPT_RC;
-	qa.sq_sig_all = 1;
-	qa.cap.max_send_wr = RDMA_SQ_DEPTH;
-	qa.cap.max_recv_wr = c->nr_rq;
-	qa.cap.max_send_sge = 1;
-	qa.cap.max_recv_sge = 1;
-	return rdma_create_qp(c->id, c->pd, &qa) ? rdma_errno() : 0;
-}
-
-static void conn_cq_cb(evutil_socket_t fd, short what, void *arg);
-static void conn_resume_cb(evutil_socket_t fd, short what, void *arg);
-
-/* PD, completion channel and CQ, QP, buffers, posted receives, CQ event. */
-static int conn_setup_verbs(struct rdma_conn *c, char *err, size_t errlen)
-{
-	struct ibv_context *dev = c->id->verbs;
-	int rc;
-
-	c->pd = ibv_alloc_pd(dev);
-	if (c->pd == NULL)
-		return rdma_errf(err, errlen, rdma_errno(),
-				 "cannot allocate a protection domain: %s",
-				 strerror(errno));
-	c->cc = ibv_create_comp_channel(dev);
-	if (c->cc == NULL || rdma_nonblock(c->cc->fd) != 0)
-		return rdma_errf(err, errlen, rdma_errno(),
-				 "cannot create a completion channel: %s",
-				 strerror(errno));
-	c->cq = ibv_create_cq(dev, (int)(RDMA_SQ_DEPTH + c->nr_rq + 1), c,
-			      c->cc, 0);
-	if (c->cq == NULL || ibv_req_notify_cq(c->cq, 0) != 0)
-		return rdma_errf(err, errlen, rdma_errno(),
-				 "cannot create a completion queue of %u: %s",
-				 RDMA_SQ_DEPTH + c->nr_rq + 1, strerror(errno));
-	rc = conn_create_qp(c);
-	if (rc == 0)
-		rc = conn_setup_bufs(c);
-	if (rc != 0)
-		return rdma_errf(err, errlen, rc,
-				 "cannot set up the queue pair and its %s ring "
-				 "(%u x %u bytes): %s (RLIMIT_MEMLOCK?)",
-				 rdma_mode_name(c->mode), c->geom.nr_slots,
-				 c->geom.slot_size, strerror(-rc));
-	c->cq_ev = event_new(tpl_ctx_base(c->ctx), c->cc->fd,
-			     EV_READ | EV_PERSIST, conn_cq_cb, c);
-	c->resume_ev = event_new(tpl_ctx_base(c->ctx), -1, 0, conn_resume_cb,
-				 c);
-	if (c->cq_ev == NULL || c->resume_ev == NULL ||
-	    event_add(c->cq_ev, NULL) != 0)
-		return rdma_errf(err, errlen, -ENOMEM,
-				 "cannot watch the completion channel");
-	return 0;
-}
-
-static int conn_advert(const struct rdma_conn *c, uint8_t out[RDMA_ADVERT_SIZE])
-{
-	struct rdma_advert a = {
-		.mode = c->mode, .chan = c->chan, .geom = c->geom,
-	};
-	struct wire_buf b;
-	int rc;
-
-	if (c->mode == RDMA_MODE_WRITE) {
-		a.rkey = c->rbuf_mr->rkey;
-		a.addr = (uintptr_t)c->rbuf;
-	}
-	wire_buf_init(&b);
-	rc = rdma_advert_put(&b, &a);
-	if (rc == 0 && b.len == RDMA_ADVERT_SIZE)
-		memcpy(out, b.data, RDMA_ADVERT_SIZE);
-	else if (rc == 0)
-		rc = -EINVAL;
-	wire_buf_fini(&b);
-	return rc;
-}
-
-static void conn_param_init(struct rdma_conn_param *p, const uint8_t *adv)
-{
-	memset(p, 0, sizeof(*p));
-	p->private_data = adv;
-	p->private_data_len = RDMA_ADVERT_SIZE;
-	p->retry_count = 7;
-	p->rnr_retry_count = 7; /* credits keep receives posted: no RNR */
-}
-
-/* The peer's ring: the send side may start. */
-static int conn_tx_setup(struct rdma_conn *c, const struct rdma_advert *peer,
-			 char *err, size_t errlen)
-{
-	size_t size = (size_t)peer->geom.nr_slots * peer->geom.slot_size;
-	int rc;
-
-	if (peer->chan != c->chan || peer->mode != c->mode)
-		return rdma_errf(err, errlen, -EPROTO,
-				 "peer advertised channel %" PRIu32
-				 " (%s) on channel %u", peer->chan,
-				 rdma_mode_name(peer->mode), c->chan);
-	rc = conn_mr(c, size, 0, &c->sbuf, &c->sbuf_mr);
-	if (rc != 0)
-		return rdma_errf(err, errlen, rc,
-				 "cannot register %zu staging bytes: %s",
-				 size, strerror(-rc));
-	pthread_mutex_lock(&c->tx_lock);
-	c->remote = *peer;
-	rdma_tx_init(&c->tx, peer->geom.nr_slots);
-	c->tx_ready = true;
-	pthread_mutex_unlock(&c->tx_lock);
-	return 0;
-}
-
-/* ---- send side ------------------------------------------------------------------ */
-
-static int conn_post_chunk(struct rdma_conn *c, struct rdma_txrec *rec)
-{
-	uint32_t slot, seq, ssz = c->remote.geom.slot_size;
-	struct ibv_send_wr wr, *bad = NULL;
-	struct ibv_sge sge;
-	uint8_t *dst;
-	size_t n;
-	int rc;
-
-	if (rdma_tx_take(&c->tx, &slot, &seq) != 0)
-		return -EAGAIN;
-	dst = c->sbuf + (size_t)slot * ssz;
-	n = rdma_chunk_build(dst, ssz, seq, c->tx_rec_seq, rec->data,
-			     rec->len, rec->off);
-	sge.addr = (uintptr_t)dst;
-	sge.length = (uint32_t)n;
-	sge.lkey = c->sbuf_mr->lkey;
-	memset(&wr, 0, sizeof(wr));
-	wr.wr_id = WR_ID(RDMA_WR_CHUNK, slot);
-	wr.sg_list = &sge;
-	wr.num_sge = 1;
-	wr.send_flags = IBV_SEND_SIGNALED;
-	if (c->mode == RDMA_MODE_WRITE) {
-		wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-		wr.imm_data = htobe32(rdma_imm_make(slot, seq));
-		wr.wr.rdma.remote_addr = c->remote.addr + (uint64_t)slot * ssz;
-		wr.wr.rdma.rkey = c->remote.rkey;
-	} else {
-		wr.opcode = IBV_WR_SEND_WITH_IMM;
-		wr.imm_data = htobe32(rdma_imm_make(0, seq));
-	}
-	rc = ibv_post_send(c->id->qp, &wr, &bad);
-	if (rc != 0)
-		return -rc;
-	c->sq_used++;
-	rec->off += (uint32_t)(n - RDMA_CHUNK_HDR_SIZE);
-	c->queued -= n - RDMA_CHUNK_HDR_SIZE;
-	return 0;
-}
-
-/* Posts what credits and the send queue allow.  tx_lock held. */
-static int conn_pump_locked(struct rdma_conn *c)
-{
-	struct rdma_txrec *rec;
-	int rc;
-
-	while ((rec = c->txq) != NULL && c->tx_ready && !c->disconnected &&
-	       rdma_tx_ready(&c->tx) && c->sq_used + 1 < RDMA_SQ_DEPTH) {
-		rc = conn_post_chunk(c, rec);
-		if (rc != 0)
-			return rc;
-		if (rec->off < rec->len)
-			continue;
-		c->txq = rec->next;
-		if (c->txq == NULL)
-			c->txq_tail = NULL;
-		c->tx_rec_seq++;
-		free(rec);
-	}
-	return 0;
-}
-
-/* Queues a copy of one framed record and posts what it can. */
-static int conn_send(struct rdma_conn *c,
-		     const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
-		     const void *body, size_t len, size_t pad)
-{
-	size_t total = WIRE_RECORD_HEADER_SIZE + len + pad;
-	struct rdma_txrec *rec;
-	int rc;
-
-	if (pad >= WIRE_ALIGN || total % WIRE_ALIGN || total > RDMA_REC_MAX)
-		return -EINVAL;
-	rec = malloc(sizeof(*rec) + total);
-	if (rec == NULL)
-		return -ENOMEM;
-	memcpy(rec->data, hdr, WIRE_RECORD_HEADER_SIZE);
-	if (len)
-		memcpy(rec->data + WIRE_RECORD_HEADER_SIZE, body, len);
-	memset(rec->data + WIRE_RECORD_HEADER_SIZE + len, 0, pad);
-	rec->len = (uint32_t)total;
-	rec->off = 0;
-	rec->next = NULL;
-	pthread_mutex_lock(&c->tx_lock);
-	if (c->tx_closing) {
-		pthread_mutex_unlock(&c->tx_lock);
-		free(rec);
-		return -ENOTCONN;
-	}
-	if (c->txq_tail)
-		c->txq_tail->next = rec;
-	else
-		c->txq = rec;
-	c->txq_tail = rec;
-	c->queued += total;
-	if (c->queued >= rdma_send_half(c))
-		c->drain_armed = true;
-	rc = conn_pump_locked(c);
-	if (c->queued > 0)
-		c->flush_armed = true;  /* tp_flush may wait for zero */
-	pthread_mutex_unlock(&c->tx_lock);
-	return rc;
-}
-
-/* Returns consumed chunks' credits, batched.  tx_lock held. */
-static int conn_credit_locked(struct rdma_conn *c)
-{
-	struct ibv_send_wr wr, *bad = NULL;
-	struct ibv_sge sge;
-	struct wire_buf b;
-	uint32_t value;
-	int rc;
-
-	if (c->credit_busy || c->paused || c->disconnected || !c->tx_ready ||
-	    c->sq_used >= RDMA_SQ_DEPTH || !rdma_rx_credit_due(&c->rx, &value))
-		return 0;
-	wire_buf_init(&b);
-	rc = rdma_credit_put(&b, value);
-	if (rc == 0)
-		memcpy(c->cbuf, b.data, RDMA_CREDIT_SIZE);
-	wire_buf_fini(&b);
-	if (rc != 0)
-		return rc;
-	sge.addr = (uintptr_t)c->cbuf;
-	sge.length = RDMA_CREDIT_SIZE;
-	sge.lkey = c->cbuf_mr->lkey;
-	memset(&wr, 0, sizeof(wr));
-	wr.wr_id = WR_ID(RDMA_WR_CREDIT, 0);
-	wr.sg_list = &sge;
-	wr.num_sge = 1;
-	wr.opcode = IBV_WR_SEND;
-	wr.send_flags = IBV_SEND_SIGNALED;
-	rc = ibv_post_send(c->id->qp, &wr, &bad);
-	if (rc != 0)
-		return -rc;
-	c->credit_busy = true;
-	c->sq_used++;
-	rdma_rx_credit_sent(&c->rx, value);
-	return 0;
-}
-
-/*
- * After completions (loop thread): post more, return credits, tell the
- * core when the queue fell below half its limit or emptied (tp_send and
- * tp_flush wait for those), and disconnect a closing channel once
- * everything it queued has gone out.
- */
-static void conn_tx_kick(struct rdma_conn *c)
-{
-	bool drained = false, disc = false;
-	int rc;
-
-	if (c->doomed)
-		return;
-	pthread_mutex_lock(&c->tx_lock);
-	rc = conn_pump_locked(c);
-	if (rc == 0)
-		rc = conn_credit_locked(c);
-	if (c->drain_armed && c->queued < rdma_send_half(c)) {
-		c->drain_armed = false;
-		drained = true;
-	}
-	if (c->flush_armed && c->queued == 0) {
-		c->flush_armed = false;
-		drained = true;
-	}
-	if (c->tx_closing && c->txq == NULL && c->sq_used == 0 &&
-	    !c->disconnected) {
-		c->disconnected = true;
-		disc = true;
-	}
-	pthread_mutex_unlock(&c->tx_lock);
-	if (rc != 0)
-		conn_fail(c, rc, "posting a send failed: %s", strerror(-rc));
-	else if (drained && c->rl && link_state(c->rl) == RDMA_LS_UP)
-		tpl_drained(c->rl->link, c->chan);
-	if (disc)
-		rdma_disconnect(c->id);
-}
-
 /* ---- failure ------------------------------------------------------------------ */
 
 /*
@@ -897,7 +287,7 @@ static bool conn_bye(struct rdma_conn *c, const char *why)
 	len = len > LINK_BYE_MAX ? LINK_BYE_MAX : len;
 	h.length = (uint32_t)len;
 	return wire_record_seal_iov(hdr, &h, parts, &len, 1, 0) == 0 &&
-	       conn_send(c, hdr, why, len,
+	       rdma_conn_send(c, hdr, why, len,
 			 wire_padded_length(h.length) - len) == 0;
 }
 
@@ -905,7 +295,7 @@ static bool conn_bye(struct rdma_conn *c, const char *why)
 static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
 {
 	char msg[TP_ERR_MAX];
-	enum rdma_link_state st = link_state(rl);
+	enum rdma_link_state st = rdma_link_state(rl);
 	va_list ap;
 
 	if (st == RDMA_LS_FAILED || st == RDMA_LS_UP || st == RDMA_LS_CLOSING)
@@ -920,7 +310,7 @@ static void link_hs_fail(struct rdma_link *rl, int rc, const char *fmt, ...)
 	for (unsigned i = 0; i <= TP_MAX_BULK; i++) {
 		if (rl->conn[i]) {
 			rl->bye_sent |= conn_bye(rl->conn[i], msg);
-			conn_quiesce(rl->conn[i]);
+			rdma_conn_quiesce(rl->conn[i]);
 		}
 	}
 	if (rl->timer_ev)
@@ -939,7 +329,7 @@ static void lis_doom_conn(struct rdma_lis *lis, struct rdma_conn *c);
  * A channel failed: fails the link if it is up, its handshake if not, or
  * refuses an orphan.  Returns rc (negative) for the caller to pass on.
  */
-static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
+int rdma_conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
 {
 	char msg[TP_ERR_MAX];
 	va_list ap;
@@ -957,7 +347,7 @@ static int conn_fail(struct rdma_conn *c, int rc, const char *fmt, ...)
 		lis_doom_conn(c->lis, c);
 		return rc;
 	}
-	switch (link_state(c->rl)) {
+	switch (rdma_link_state(c->rl)) {
 	case RDMA_LS_UP:
 		if (c->chan > 0 && tpl_peer_closed(c->rl->link, c->chan)) {
 			log_debug("rdma: chan %u (%s) ended after the peer's "
@@ -995,10 +385,10 @@ static int hs_send(struct rdma_conn *c, uint32_t type, uint64_t seed,
 		return b->rc;
 	rc = wire_record_seal_iov(hdr, &h, parts, lens, 1, seed);
 	if (rc == 0)
-		rc = conn_send(c, hdr, b->data, b->len,
+		rc = rdma_conn_send(c, hdr, b->data, b->len,
 			       wire_padded_length(h.length) - h.length);
 	if (rc != 0)
-		return conn_fail(c, rc, "cannot send %s: %s",
+		return rdma_conn_fail(c, rc, "cannot send %s: %s",
 				 wire_record_type_name(type), strerror(-rc));
 	return 0;
 }
@@ -1013,7 +403,7 @@ static int hs_verify(struct rdma_conn *c, const struct rdma_record *rec,
 	int rc = wire_record_verify_seeded(rec->hdr, rec->body, &c->rh, seed,
 					   err, sizeof(err));
 
-	return rc ? conn_fail(c, rc, "handshake %s", err) : 0;
+	return rc ? rdma_conn_fail(c, rc, "handshake %s", err) : 0;
 }
 
 static int srv_hello_check(struct rdma_link *rl, const struct link_hello *h,
@@ -1076,10 +466,10 @@ static int srv_hello(struct rdma_conn *c, const struct rdma_record *rec)
 		rc = srv_hello_check(rl, &h, &proto, &features, err,
 				     sizeof(err));
 	if (rc != 0)
-		return conn_fail(c, rc, "%s", err);
+		return rdma_conn_fail(c, rc, "%s", err);
 	rc = srv_session(rl, &h, proto, features);
 	if (rc != 0)
-		return conn_fail(c, rc, "no session id: %s", strerror(-rc));
+		return rdma_conn_fail(c, rc, "no session id: %s", strerror(-rc));
 	memset(&w, 0, sizeof(w));
 	w.proto = proto;
 	w.nr_bulk = h.nr_bulk;
@@ -1107,7 +497,7 @@ static struct rdma_link *lis_find(struct rdma_lis *lis,
 	struct rdma_link *rl;
 
 	for (rl = lis->pending; rl; rl = rl->next)
-		if (link_state(rl) == RDMA_LS_JOINING &&
+		if (rdma_link_state(rl) == RDMA_LS_JOINING &&
 		    memcmp(rl->sess.id, id, LINK_SESSION_ID) == 0)
 			return rl;
 	return NULL;
@@ -1150,17 +540,17 @@ static int srv_join(struct rdma_conn *c, const struct rdma_record *rec)
 
 	rc = link_join_decode(rec->body, c->rh.length, &j, err, sizeof(err));
 	if (rc != 0)
-		return conn_fail(c, rc, "%s", err);
+		return rdma_conn_fail(c, rc, "%s", err);
 	rl = lis_find(c->lis, j.session);
 	if (rl == NULL)
-		return conn_fail(c, -ENOENT, "JOIN for an unknown session "
+		return rdma_conn_fail(c, -ENOENT, "JOIN for an unknown session "
 				 "%02x%02x%02x%02x...", j.session[0],
 				 j.session[1], j.session[2], j.session[3]);
 	rc = hs_verify(c, rec, rl->sess.seed);
 	if (rc != 0)
 		return rc;
 	if (j.chan != c->chan || j.chan > rl->nr_bulk || rl->conn[j.chan])
-		return conn_fail(c, -EBADMSG, "JOIN for channel %" PRIu32
+		return rdma_conn_fail(c, -EBADMSG, "JOIN for channel %" PRIu32
 				 " on a connection for channel %u (link has "
 				 "%u bulk channels%s)", j.chan, c->chan,
 				 rl->nr_bulk, j.chan <= rl->nr_bulk &&
@@ -1228,7 +618,7 @@ static int cli_welcome(struct rdma_conn *c, const struct rdma_record *rec)
 	if (rc == 0)
 		rc = cli_welcome_check(rl, &w, err, sizeof(err));
 	if (rc != 0)
-		return conn_fail(c, rc, "%s", err);
+		return rdma_conn_fail(c, rc, "%s", err);
 	memset(s, 0, sizeof(*s));
 	s->proto = w.proto;
 	s->nr_bulk = w.nr_bulk;
@@ -1247,7 +637,7 @@ static int cli_welcome(struct rdma_conn *c, const struct rdma_record *rec)
 	for (unsigned k = 1; k <= rl->nr_bulk; k++) {
 		rc = cli_conn_start(rl, k, err, sizeof(err));
 		if (rc != 0)
-			return conn_fail(c, rc, "bulk channel %u: %s", k, err);
+			return rdma_conn_fail(c, rc, "bulk channel %u: %s", k, err);
 	}
 	return 0;
 }
@@ -1265,9 +655,9 @@ static int cli_joined(struct rdma_conn *c, const struct rdma_record *rec)
 	rc = link_joined_decode(rec->body, c->rh.length, &chan, err,
 				sizeof(err));
 	if (rc != 0)
-		return conn_fail(c, rc, "%s", err);
+		return rdma_conn_fail(c, rc, "%s", err);
 	if (chan != c->chan)
-		return conn_fail(c, -EPROTO, "JOINED for channel %" PRIu32
+		return rdma_conn_fail(c, -EPROTO, "JOINED for channel %" PRIu32
 				 " on channel %u", chan, c->chan);
 	conn_set_state(c, RDMA_CS_READY);
 	if (++rl->nr_joined == rl->nr_bulk)
@@ -1276,7 +666,7 @@ static int cli_joined(struct rdma_conn *c, const struct rdma_record *rec)
 }
 
 /* One complete record on c before the link is up. */
-static int hs_record(struct rdma_conn *c, const struct rdma_record *rec)
+int rdma_hs_record(struct rdma_conn *c, const struct rdma_record *rec)
 {
 	char why[LINK_BYE_MAX + 1];
 	uint32_t type = c->rh.type;
@@ -1285,288 +675,25 @@ static int hs_record(struct rdma_conn *c, const struct rdma_record *rec)
 		if (hs_verify(c, rec, 0) != 0)
 			return -EBADMSG;
 		link_bye_decode(rec->body, c->rh.length, why, sizeof(why));
-		return conn_fail(c, -ECONNREFUSED, "peer refused: %s", why);
+		return rdma_conn_fail(c, -ECONNREFUSED, "peer refused: %s", why);
 	}
 	if (c->state != RDMA_CS_HANDSHAKE)
-		return conn_fail(c, -EPROTO, "%s record after this channel's "
+		return rdma_conn_fail(c, -EPROTO, "%s record after this channel's "
 				 "handshake, before the link is up",
 				 wire_record_type_name(type));
 	if (c->server && c->chan == 0 && type == WIRE_REC_LINK_HELLO &&
-	    c->rl && link_state(c->rl) == RDMA_LS_HELLO)
+	    c->rl && rdma_link_state(c->rl) == RDMA_LS_HELLO)
 		return srv_hello(c, rec);
 	if (c->server && c->chan > 0 && type == WIRE_REC_LINK_JOIN &&
 	    c->rl == NULL)
 		return srv_join(c, rec);
 	if (!c->server && c->chan == 0 && type == WIRE_REC_LINK_WELCOME &&
-	    link_state(c->rl) == RDMA_LS_HELLO)
+	    rdma_link_state(c->rl) == RDMA_LS_HELLO)
 		return cli_welcome(c, rec);
 	if (!c->server && c->chan > 0 && type == WIRE_REC_LINK_JOINED)
 		return cli_joined(c, rec);
-	return conn_fail(c, -EPROTO, "unexpected %s record in the handshake",
+	return rdma_conn_fail(c, -EPROTO, "unexpected %s record in the handshake",
 			 wire_record_type_name(type));
-}
-
-/* ---- receive side ------------------------------------------------------------ */
-
-/* Whether records on c go to the core (else: handshake records). */
-static bool conn_link_up(const struct rdma_conn *c)
-{
-	return c->rl && link_state(c->rl) == RDMA_LS_UP;
-}
-
-/*
- * First chunk of a record: the core checks the header once the link is
- * up; before that the handshake cap applies.  The framed length must match
- * the chunk header's.
- */
-static int conn_check_hdr(void *arg, const uint8_t hdr[WIRE_RECORD_HEADER_SIZE],
-			  uint32_t rec_len, char *err, size_t errlen)
-{
-	struct rdma_conn *c = arg;
-	size_t framed;
-	int rc;
-
-	if (!conn_link_up(c)) {
-		rc = wire_record_header_decode(hdr, RDMA_HS_BODY_MAX, &c->rh,
-					       err, errlen);
-		if (rc != 0)
-			return rc;
-	} else {
-		rc = tpl_header(c->rl->link, c->chan, hdr, &c->rh);
-		if (rc != 0)
-			return rdma_errf(err, errlen, rc,
-					 "record header refused: %s",
-					 strerror(-rc));
-	}
-	framed = WIRE_RECORD_HEADER_SIZE + wire_padded_length(c->rh.length);
-	if (framed != rec_len)
-		return rdma_errf(err, errlen, -EBADMSG,
-				 "%s record of length %" PRIu32
-				 " frames to %zu bytes, chunk header says %"
-				 PRIu32, wire_record_type_name(c->rh.type),
-				 c->rh.length, framed, rec_len);
-	return 0;
-}
-
-/*
- * Before the link is up a channel consumes handshake records.  A client's
- * joined channel then holds what arrives: the server is up first and may
- * send records already.  A server's joined channel goes on reading, since
- * a client that is not up can send nothing but a BYE.
- */
-static bool conn_may_consume(const struct rdma_conn *c)
-{
-	if (c->doomed || c->paused)
-		return false;
-	if (c->state == RDMA_CS_HANDSHAKE || conn_link_up(c))
-		return true;
-	return c->state == RDMA_CS_READY && c->server && c->rl &&
-	       link_state(c->rl) == RDMA_LS_JOINING;
-}
-
-static int conn_record(struct rdma_conn *c, struct rdma_record *rec)
-{
-	int rc;
-
-	if (!conn_link_up(c)) {
-		rc = hs_record(c, rec);
-		free(rec->body);
-		return rc;
-	}
-	rc = tpl_input(c->rl->link, c->chan, rec->hdr, &c->rh, rec->body);
-	if (rc == 1) {
-		c->paused = true;
-		log_debug("rdma: chan %u (%s): paused by the consumer",
-			  c->chan, c->peer);
-		return 0;
-	}
-	return rc;
-}
-
-/* Consumes one arrived chunk: into the reassembly, then free its slot. */
-static int conn_chunk(struct rdma_conn *c, const struct rdma_rx_ent *ent)
-{
-	const uint8_t *p = c->rbuf + (size_t)ent->slot * c->geom.slot_size;
-	struct rdma_record rec;
-	char err[TP_ERR_MAX] = "";
-	int rc, prc = 0;
-
-	rc = rdma_reasm_chunk(&c->reasm, p, ent->len, conn_check_hdr, c, &rec,
-			      err, sizeof(err));
-	rdma_rx_consume(&c->rx);
-	if (c->mode == RDMA_MODE_SEND)
-		prc = conn_post_recv(c, ent->slot);
-	if (rc < 0)
-		return conn_fail(c, rc, "%s", err);
-	if (prc != 0) {
-		if (rc == 1)
-			free(rec.body);
-		return conn_fail(c, prc, "cannot repost receive buffer %"
-				 PRIu32 ": %s", ent->slot, strerror(-prc));
-	}
-	return rc == 1 ? conn_record(c, &rec) : 0;
-}
-
-static void conn_rx_drain(struct rdma_conn *c)
-{
-	struct rdma_rx_ent ent;
-
-	while (conn_may_consume(c) && rdma_rx_peek(&c->rx, &ent) == 0)
-		if (conn_chunk(c, &ent) < 0)
-			return;
-}
-
-static int conn_credit_in(struct rdma_conn *c, uint32_t idx, uint32_t len)
-{
-	const uint8_t *p;
-	char err[TP_ERR_MAX];
-	uint32_t consumed;
-	int rc;
-
-	if (c->mode == RDMA_MODE_SEND)
-		p = c->rbuf + (size_t)idx * c->geom.slot_size;
-	else
-		p = c->mbuf + (size_t)idx * RDMA_MSG_BUF;
-	rc = rdma_credit_decode(p, len, &consumed, err, sizeof(err));
-	if (rc == 0) {
-		pthread_mutex_lock(&c->tx_lock);
-		rc = rdma_tx_credit(&c->tx, consumed, err, sizeof(err));
-		pthread_mutex_unlock(&c->tx_lock);
-	}
-	if (rc < 0)
-		return conn_fail(c, rc, "%s", err);
-	rc = conn_post_recv(c, idx);
-	if (rc != 0)
-		return conn_fail(c, rc, "cannot repost receive buffer %" PRIu32
-				 ": %s", idx, strerror(-rc));
-	return 0;
-}
-
-static int conn_recv(struct rdma_conn *c, const struct ibv_wc *wc)
-{
-	uint32_t idx = WR_IDX(wc->wr_id), imm = be32toh(wc->imm_data);
-	bool with_imm = (wc->wc_flags & IBV_WC_WITH_IMM) != 0;
-	char err[TP_ERR_MAX];
-	int rc;
-
-	if (idx >= c->nr_rq)
-		return conn_fail(c, -EIO, "receive completion for buffer %"
-				 PRIu32 " of %" PRIu32 " (bug)", idx, c->nr_rq);
-	if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM &&
-	    c->mode == RDMA_MODE_WRITE) {
-		rc = rdma_rx_arrive(&c->rx, imm, 0, c->geom.slot_size, err,
-				    sizeof(err));
-		if (rc == 0)
-			rc = conn_post_recv(c, idx);
-		return rc ? conn_fail(c, rc, "%s", err) : 0;
-	}
-	if (wc->opcode == IBV_WC_RECV && with_imm &&
-	    c->mode == RDMA_MODE_SEND) {
-		rc = rdma_rx_arrive(&c->rx, imm, idx, wc->byte_len, err,
-				    sizeof(err));
-		return rc ? conn_fail(c, rc, "%s", err) : 0;
-	}
-	if (wc->opcode == IBV_WC_RECV && !with_imm)
-		return conn_credit_in(c, idx, wc->byte_len);
-	return conn_fail(c, -EPROTO, "receive opcode %d%s on a %s channel",
-			 (int)wc->opcode, with_imm ? " with immediate" : "",
-			 rdma_mode_name(c->mode));
-}
-
-/* A failed completion: the error to fail c with once what arrived is in. */
-static int conn_wc_error(const struct ibv_wc *wc, char *why, size_t n)
-{
-	bool recv = WR_KIND(wc->wr_id) == RDMA_WR_RECV;
-
-	if (wc->status == IBV_WC_WR_FLUSH_ERR)
-		return rdma_errf(why, n, -ECONNRESET, "%s work request flushed"
-				 " (queue pair in error)", recv ? "receive" : "send");
-	return rdma_errf(why, n, -EIO, "%s work request failed: %s (vendor "
-			 "error 0x%x)", recv ? "receive" : "send",
-			 ibv_wc_status_str(wc->status), wc->vendor_err);
-}
-
-static int conn_wc(struct rdma_conn *c, const struct ibv_wc *wc)
-{
-	unsigned kind = WR_KIND(wc->wr_id);
-
-	if (kind == RDMA_WR_CHUNK || kind == RDMA_WR_CREDIT) {
-		pthread_mutex_lock(&c->tx_lock);
-		c->sq_used--;
-		if (kind == RDMA_WR_CREDIT)
-			c->credit_busy = false;
-		pthread_mutex_unlock(&c->tx_lock);
-		return 0;
-	}
-	if (kind == RDMA_WR_RECV)
-		return conn_recv(c, wc);
-	return conn_fail(c, -EIO, "completion for work request 0x%016" PRIx64
-			 " (bug)", (uint64_t)wc->wr_id);
-}
-
-/*
- * Handles every completion, then consumes what arrived and posts what is
- * due.  After a failed completion the chunks that arrived before it are
- * still consumed (a peer's BYE, records the core may hand out) before the
- * channel fails.
- */
-static void conn_poll(struct rdma_conn *c)
-{
-	struct ibv_wc wc[RDMA_POLL_BATCH];
-	char why[TP_ERR_MAX] = "";
-	int n = 0, i, rc = 0;
-
-	while (rc == 0 && !c->doomed &&
-	       (n = ibv_poll_cq(c->cq, RDMA_POLL_BATCH, wc)) > 0) {
-		for (i = 0; i < n && rc == 0; i++) {
-			if (wc[i].status != IBV_WC_SUCCESS)
-				rc = conn_wc_error(&wc[i], why, sizeof(why));
-			else if (conn_wc(c, &wc[i]) < 0)
-				return;
-		}
-	}
-	if (rc == 0 && n < 0)
-		rc = rdma_errf(why, sizeof(why), -EIO,
-			       "polling the completion queue failed");
-	conn_rx_drain(c);
-	if (rc != 0)
-		conn_fail(c, rc, "%s", why);
-	else
-		conn_tx_kick(c);
-}
-
-static void conn_cq_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct rdma_conn *c = arg;
-	struct ibv_cq *cq;
-	void *ctx;
-
-	(void)fd;
-	(void)what;
-	while (ibv_get_cq_event(c->cc, &cq, &ctx) == 0)
-		ibv_ack_cq_events(cq, 1);
-	if (c->doomed)
-		return;
-	if (ibv_req_notify_cq(c->cq, 0) != 0) {
-		conn_fail(c, -EIO, "cannot rearm the completion queue");
-		return;
-	}
-	conn_poll(c);
-}
-
-/* The consumer caught up with chan: consume what waited, return credits. */
-static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct rdma_conn *c = arg;
-
-	(void)fd;
-	(void)what;
-	if (c->doomed || !c->paused)
-		return;
-	c->paused = false;
-	log_debug("rdma: chan %u (%s): resumed", c->chan, c->peer);
-	conn_rx_drain(c);
-	conn_tx_kick(c);
 }
 
 /* ---- link up, destruction -------------------------------------------------- */
@@ -1598,8 +725,8 @@ static void link_up(struct rdma_link *rl)
 	if (lis)
 		tpl_listener_push(lis->l, link);
 	for (unsigned i = 0; i <= rl->nr_bulk; i++) {
-		conn_rx_drain(rl->conn[i]);
-		conn_tx_kick(rl->conn[i]);
+		rdma_conn_rx_drain(rl->conn[i]);
+		rdma_conn_tx_kick(rl->conn[i]);
 	}
 }
 
@@ -1629,7 +756,7 @@ static struct rdma_link *link_new(struct tp_ctx *ctx,
 static void link_destroy(struct rdma_link *rl)
 {
 	for (unsigned i = 0; i <= TP_MAX_BULK; i++)
-		conn_destroy(rl->conn[i]);
+		rdma_conn_destroy(rl->conn[i]);
 	if (rl->timer_ev)
 		event_free(rl->timer_ev);
 	pthread_cond_destroy(&rl->cond);
@@ -1680,7 +807,7 @@ static int cm_error_rc(const struct rdma_cm_copy *e)
 static void cli_route(struct rdma_conn *c)
 {
 	if (rdma_resolve_route(c->id, RDMA_CM_TIMEOUT_MS) != 0) {
-		conn_fail(c, rdma_errno(), "cannot resolve a route to %s: %s",
+		rdma_conn_fail(c, rdma_errno(), "cannot resolve a route to %s: %s",
 			  c->peer, strerror(errno));
 		return;
 	}
@@ -1694,17 +821,17 @@ static void cli_connect(struct rdma_conn *c)
 	char err[TP_ERR_MAX];
 	int rc;
 
-	rc = conn_setup_verbs(c, err, sizeof(err));
+	rc = rdma_conn_setup_verbs(c, err, sizeof(err));
 	if (rc != 0) {
-		conn_fail(c, rc, "%s", err);
+		rdma_conn_fail(c, rc, "%s", err);
 		return;
 	}
-	rc = conn_advert(c, adv);
-	conn_param_init(&p, adv);
+	rc = rdma_conn_advert(c, adv);
+	rdma_conn_param_init(&p, adv);
 	if (rc == 0 && rdma_connect(c->id, &p) != 0)
 		rc = rdma_errno();
 	if (rc != 0) {
-		conn_fail(c, rc, "cannot connect: %s", strerror(-rc));
+		rdma_conn_fail(c, rc, "cannot connect: %s", strerror(-rc));
 		return;
 	}
 	conn_set_state(c, RDMA_CS_CONNECTING);
@@ -1721,9 +848,9 @@ static void cli_established(struct rdma_conn *c, const struct rdma_cm_copy *e)
 
 	rc = rdma_advert_decode(e->pdata, e->pdata_len, &adv, err, sizeof(err));
 	if (rc == 0)
-		rc = conn_tx_setup(c, &adv, err, sizeof(err));
+		rc = rdma_conn_tx_setup(c, &adv, err, sizeof(err));
 	if (rc != 0) {
-		conn_fail(c, rc, "%s", err);
+		rdma_conn_fail(c, rc, "%s", err);
 		return;
 	}
 	conn_set_state(c, RDMA_CS_HANDSHAKE);
@@ -1747,7 +874,7 @@ static void cli_established(struct rdma_conn *c, const struct rdma_cm_copy *e)
 		hs_send(c, WIRE_REC_LINK_JOIN, rl->sess.seed, &b);
 	}
 	wire_buf_fini(&b);
-	conn_rx_drain(c);
+	rdma_conn_rx_drain(c);
 }
 
 static void conn_disconnected(struct rdma_conn *c)
@@ -1762,13 +889,13 @@ static void conn_disconnected(struct rdma_conn *c)
 	pthread_mutex_unlock(&c->tx_lock);
 	if (disc)
 		rdma_disconnect(c->id);   /* completes the peer's request */
-	conn_fail(c, -ECONNRESET, "peer disconnected");
+	rdma_conn_fail(c, -ECONNRESET, "peer disconnected");
 }
 
 static void conn_cm_bug(struct rdma_conn *c, const struct rdma_cm_copy *e)
 {
 	atomic_fetch_add(&rdma_bugs, 1);
-	conn_fail(c, -EPROTO, "CM event %s in state %s (bug)",
+	rdma_conn_fail(c, -EPROTO, "CM event %s in state %s (bug)",
 		  rdma_event_str(e->type), rdma_cs_names[c->state]);
 }
 
@@ -1805,7 +932,7 @@ static void conn_cm_event(struct rdma_conn *c, const struct rdma_cm_copy *e)
 		break;
 	default:
 		conn_set_state(c, RDMA_CS_DOWN);
-		conn_fail(c, cm_error_rc(e), "%s (status %d)",
+		rdma_conn_fail(c, cm_error_rc(e), "%s (status %d)",
 			  rdma_event_str(e->type), e->status);
 		break;
 	}
@@ -1849,7 +976,7 @@ static int conn_cm_watch(struct rdma_conn *c, char *err, size_t errlen)
 static int cli_conn_start(struct rdma_link *rl, unsigned chan,
 			  char *err, size_t errlen)
 {
-	struct rdma_conn *c = conn_new(rl->ctx, chan, false, rl->peer);
+	struct rdma_conn *c = rdma_conn_new(rl->ctx, chan, false, rl->peer);
 	int rc;
 
 	if (c == NULL)
@@ -1891,12 +1018,12 @@ static void cli_timeout_cb(void *arg)
 						  : RDMA_HS_TIMEOUT_MS;
 
 	link_hs_fail(rl, -ETIMEDOUT, "handshake timed out after %d ms in "
-		     "state %s", ms, rdma_ls_names[link_state(rl)]);
+		     "state %s", ms, rdma_ls_names[rdma_link_state(rl)]);
 }
 
 static bool cli_settled(const struct rdma_link *rl)
 {
-	enum rdma_link_state st = link_state(rl);
+	enum rdma_link_state st = rdma_link_state(rl);
 
 	return st == RDMA_LS_UP || st == RDMA_LS_FAILED ||
 	       st == RDMA_LS_CLOSING;
@@ -1923,7 +1050,7 @@ static int cli_wait(struct rdma_link *rl)
 	pthread_mutex_unlock(&rl->mu);
 	if (!cli_settled(rl))
 		tpl_ctx_call(rl->ctx, cli_timeout_cb, rl);
-	return link_state(rl) == RDMA_LS_FAILED ? rl->rc : 0;
+	return rdma_link_state(rl) == RDMA_LS_FAILED ? rl->rc : 0;
 }
 
 static int rdma_cfg_check(const struct tp_config *cfg, char *err, size_t errlen)
@@ -1986,7 +1113,7 @@ static void lis_reap_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	while ((c = lis->doomed) != NULL) {
 		lis->doomed = c->next;
-		conn_destroy(c);
+		rdma_conn_destroy(c);
 	}
 	while ((rl = lis->doomed_links) != NULL) {
 		lis->doomed_links = rl->next;
@@ -2006,7 +1133,7 @@ static void lis_reap_arm(struct rdma_lis *lis)
 static void lis_doom_conn(struct rdma_lis *lis, struct rdma_conn *c)
 {
 	lis_orphan_remove(lis, c);
-	conn_quiesce(c);
+	rdma_conn_quiesce(c);
 	c->next = lis->doomed;
 	lis->doomed = c;
 	lis_reap_arm(lis);
@@ -2034,7 +1161,7 @@ static void srv_link_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	link_hs_fail(rl, -ETIMEDOUT, "handshake timed out after %d ms in "
 		     "state %s", rl->lis ? srv_hs_ms(rl->lis) : 0,
-		     rdma_ls_names[link_state(rl)]);
+		     rdma_ls_names[rdma_link_state(rl)]);
 }
 
 static void srv_orphan_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -2043,7 +1170,7 @@ static void srv_orphan_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	conn_fail(c, -ETIMEDOUT, "no JOIN within %d ms", srv_hs_ms(c->lis));
+	rdma_conn_fail(c, -ETIMEDOUT, "no JOIN within %d ms", srv_hs_ms(c->lis));
 }
 
 static int srv_timer(struct rdma_lis *lis, struct event **ev,
@@ -2088,14 +1215,14 @@ static int srv_conn_setup(struct rdma_conn *c, const struct rdma_advert *peer,
 		rc = rdma_errf(err, errlen, rdma_errno(),
 			       "cannot move the CM id: %s", strerror(errno));
 	if (rc == 0)
-		rc = conn_setup_verbs(c, err, errlen);
+		rc = rdma_conn_setup_verbs(c, err, errlen);
 	if (rc == 0)
-		rc = conn_tx_setup(c, peer, err, errlen);
+		rc = rdma_conn_tx_setup(c, peer, err, errlen);
 	if (rc == 0)
-		rc = conn_advert(c, adv);
+		rc = rdma_conn_advert(c, adv);
 	if (rc != 0)
 		return rc;
-	conn_param_init(&p, adv);
+	rdma_conn_param_init(&p, adv);
 	if (rdma_accept(c->id, &p) != 0)
 		return rdma_errf(err, errlen, rdma_errno(), "cannot accept: %s",
 				 strerror(errno));
@@ -2114,7 +1241,7 @@ static void lis_request_refuse(struct rdma_lis *lis, struct rdma_conn *c,
 		lis_pending_remove(lis, rl);
 		link_destroy(rl);            /* and c, its conn[0] */
 	} else {
-		conn_destroy(c);
+		rdma_conn_destroy(c);
 	}
 }
 
@@ -2127,7 +1254,7 @@ static void lis_conn_request(struct rdma_lis *lis, const struct rdma_cm_copy *e)
 
 	rdma_sockaddr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
 	rc = rdma_advert_decode(e->pdata, e->pdata_len, &adv, err, sizeof(err));
-	c = rc == 0 ? conn_new(lis->ctx, adv.chan, true, peer) : NULL;
+	c = rc == 0 ? rdma_conn_new(lis->ctx, adv.chan, true, peer) : NULL;
 	if (c == NULL) {
 		rdma_reject(e->id, NULL, 0);
 		rdma_destroy_id(e->id);
@@ -2201,7 +1328,7 @@ static void lis_destroy(struct rdma_lis *lis)
 	}
 	while ((c = lis->orphans) != NULL) {
 		lis->orphans = c->next;
-		conn_destroy(c);
+		rdma_conn_destroy(c);
 	}
 	if (lis->reap_ev)
 		event_free(lis->reap_ev);
@@ -2289,7 +1416,7 @@ static int rdma_op_send(struct tp_link *link, unsigned chan,
 
 	if (rl == NULL || chan > rl->nr_bulk || rl->conn[chan] == NULL)
 		return -EINVAL;
-	return conn_send(rl->conn[chan], hdr, body, len, pad);
+	return rdma_conn_send(rl->conn[chan], hdr, body, len, pad);
 }
 
 static size_t rdma_op_send_queued(struct tp_link *link, unsigned chan)

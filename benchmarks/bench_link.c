@@ -150,6 +150,7 @@ static double iperf_run(unsigned n)
 	FILE *f;
 	int port = 15201 + (int)n;
 
+	fflush(stdout);
 	srv = fork();
 	if (srv == 0) {
 		char p[16];

@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,7 @@ struct link_chan {
 	uint32_t recv_seq;          /* next sequence expected */
 	uint64_t recv_epoch;        /* last epoch received */
 	uint64_t recv_count;        /* records received, SYNCs excluded */
-	uint64_t synced_epoch;      /* bulk: last SYNC seen */
-	bool synced;
+	uint64_t syncs;             /* bulk: SYNC records received */
 	bool paused_full;           /* reading stopped: consumer behind */
 	bool peer_bye;              /* bulk: the peer said BYE on it */
 	struct tp_chan_stats st;
@@ -80,6 +80,10 @@ struct tp_link {
 	struct link_qmsg *head, *tail;
 	bool sync_pending;          /* control paused until bulk SYNCs */
 	uint64_t sync_epoch;
+	uint64_t ctrl_syncs;        /* control SYNCs received, pending included */
+	bool bye_pending;           /* control BYE held until bulk BYEs */
+	char bye_reason[LINK_BYE_MAX + 1];
+	bool ping_out;              /* a PING awaits its PONG */
 	struct event *ping_ev;
 	uint64_t ping_nonce;
 	uint64_t up_ns;
@@ -90,6 +94,7 @@ struct tp_link {
 struct tp_ctx {
 	struct event_base *base;
 	pthread_t thread;
+	atomic_int nobj;            /* links and listeners not yet freed */
 	struct event *keep;         /* keeps the loop alive while idle */
 };
 
@@ -101,7 +106,7 @@ struct tp_listener {
 	uint16_t port;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct tp_link *queue[64];
+	struct tp_link *queue[TPL_BACKLOG_MAX];
 	unsigned nq;
 	uint64_t refused;
 };
@@ -368,8 +373,16 @@ static void ctx_break(void *arg)
 
 void tp_ctx_free(struct tp_ctx *ctx)
 {
+	int n;
+
 	if (!ctx)
 		return;
+	n = atomic_load(&ctx->nobj);
+	if (n > 0) { /* their callbacks would run on a freed loop */
+		log_error("transport: tp_ctx_free with %d links or listeners "
+			  "still open: not freed (free them first)", n);
+		return;
+	}
 	/* From inside the loop, so no wake-up can be lost. */
 	tpl_ctx_call(ctx, ctx_break, ctx->base);
 	pthread_join(ctx->thread, NULL);
@@ -465,6 +478,7 @@ struct tp_link *tpl_new(struct tp_ctx *ctx, const struct tp_config *cfg,
 		pthread_mutex_init(&l->chan[i].send_lock, NULL);
 	l->nr_chan = 1;
 	l->state = LINK_ST_HANDSHAKE;
+	atomic_fetch_add(&ctx->nobj, 1);
 	return l;
 }
 
@@ -587,6 +601,7 @@ void tp_link_free(struct tp_link *l)
 		pthread_mutex_destroy(&l->chan[i].send_lock);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
+	atomic_fetch_sub(&l->ctx->nobj, 1);
 	free(l);
 }
 
@@ -795,6 +810,8 @@ int tp_flush(struct tp_link *l, int timeout_ms)
 	unsigned i;
 	int rc = 0;
 
+	if (pthread_equal(pthread_self(), l->ctx->thread))
+		return -EDEADLK; /* only the loop thread could drain it */
 	if (timeout_ms >= 0)
 		abs_deadline(&dl, timeout_ms);
 	pthread_mutex_lock(&l->lock);
@@ -861,8 +878,13 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (link_usable(l))
+	pthread_mutex_lock(&l->lock);
+	if (link_usable(l) || l->ping_out) { /* one probe at a time */
+		pthread_mutex_unlock(&l->lock);
 		return;
+	}
+	l->ping_out = true;
+	pthread_mutex_unlock(&l->lock);
 	pg.nonce = ++l->ping_nonce;
 	pg.t_ns = now_ns();
 	wire_buf_init(&b);
@@ -884,6 +906,8 @@ static int on_ping(struct tp_link *l, const uint8_t *body, uint32_t len,
 
 	if (rc)
 		return rc;
+	if (l->ops->send_queued(l, 0) > l->cfg.send_limit)
+		return 0; /* probes are best effort; a flood must not queue */
 	wire_buf_init(&b);
 	link_ping_put(&b, &pg);
 	rc = link_send_internal(l, 0, WIRE_REC_LINK_PONG, 0, &b);
@@ -900,13 +924,14 @@ static int on_pong(struct tp_link *l, const uint8_t *body, uint32_t len,
 
 	if (rc)
 		return rc;
-	if (pg.nonce != l->ping_nonce || pg.t_ns > now) {
+	if (pg.nonce > l->ping_nonce || pg.t_ns > now) {
 		snprintf(err, errlen, "LINK_PONG: nonce %" PRIu64
-			 " does not answer ping %" PRIu64, pg.nonce,
+			 " answers no ping sent (last %" PRIu64 ")", pg.nonce,
 			 l->ping_nonce);
 		return -EBADMSG;
 	}
 	pthread_mutex_lock(&l->lock);
+	l->ping_out = false;
 	l->rtt_us = (double)(now - pg.t_ns) / 1000.0;
 	l->rtt_avg_us = l->rtt_avg_us == 0 ? l->rtt_us
 			: l->rtt_avg_us + (l->rtt_us - l->rtt_avg_us) / 8;
@@ -937,16 +962,13 @@ int tpl_header(struct tp_link *l, unsigned chan,
 }
 
 /* Queues a verified record for the consumer; caller holds link->lock. */
-static void queue_msg(struct tp_link *l, unsigned chan,
-		      const struct wire_record_header *rh, uint8_t *body)
+static int queue_msg(struct tp_link *l, unsigned chan,
+		     const struct wire_record_header *rh, uint8_t *body)
 {
 	struct link_qmsg *q = calloc(1, sizeof(*q));
 
-	if (!q) {
-		free(body);
-		l->err = -ENOMEM;
-		return;
-	}
+	if (!q)
+		return -ENOMEM;
 	q->msg.chan = chan;
 	q->msg.type = rh->type;
 	q->msg.flags = rh->flags;
@@ -961,14 +983,17 @@ static void queue_msg(struct tp_link *l, unsigned chan,
 	l->tail = q;
 	l->chan[chan].st.recv_queued += q->cost;
 	pthread_cond_broadcast(&l->cond);
+	return 0;
 }
 
-static bool bulk_all_synced(const struct tp_link *l, uint64_t epoch)
+/* Every tp_sync sends one SYNC per channel, so control's k-th SYNC waits
+ * for each bulk channel's k-th: counts, not epochs, which may repeat. */
+static bool bulk_all_synced(const struct tp_link *l, uint64_t k)
 {
 	unsigned i;
 
 	for (i = 1; i < l->nr_chan; i++)
-		if (!l->chan[i].synced || l->chan[i].synced_epoch < epoch)
+		if (l->chan[i].syncs < k)
 			return false;
 	return true;
 }
@@ -980,10 +1005,11 @@ static bool release_sync_locked(struct tp_link *l)
 		.type = TP_MSG_SYNC, .epoch = l->sync_epoch,
 	};
 
-	if (!l->sync_pending || !bulk_all_synced(l, l->sync_epoch))
+	if (!l->sync_pending || !bulk_all_synced(l, l->ctrl_syncs))
 		return false;
 	l->sync_pending = false;
-	queue_msg(l, 0, &rh, NULL);
+	if (queue_msg(l, 0, &rh, NULL))
+		l->err = -ENOMEM; /* reported by the caller's check below */
 	return true;
 }
 
@@ -1006,14 +1032,14 @@ static int on_sync(struct tp_link *l, unsigned chan,
 		return -EBADMSG;
 	}
 	if (chan > 0) {
-		c->synced = true;
-		c->synced_epoch = rh->epoch;
+		c->syncs++;
 		if (release_sync_locked(l) && !l->chan[0].paused_full)
 			return 2; /* control may read again */
 		return 0;
 	}
 	l->sync_pending = true;
 	l->sync_epoch = rh->epoch;
+	l->ctrl_syncs++;
 	return release_sync_locked(l) ? 0 : 1;
 }
 
@@ -1052,6 +1078,21 @@ static bool is_handshake_type(uint32_t t)
 	       t == WIRE_REC_LINK_JOIN || t == WIRE_REC_LINK_JOINED;
 }
 
+/* The link ends once control and every bulk channel have said BYE. */
+static int bye_check(struct tp_link *l, char *err, size_t errlen)
+{
+	unsigned i;
+
+	if (!l->bye_pending)
+		return 0;
+	for (i = 1; i < l->nr_chan; i++)
+		if (!l->chan[i].peer_bye)
+			return 0;
+	snprintf(err, errlen, "peer closed the link (\"%.160s\")",
+		 l->bye_reason);
+	return -ESHUTDOWN;
+}
+
 /* Handles one verified record; caller holds link->lock.  Returns <0, 0,
  * 1 (pause chan) or 2 (resume control). */
 static int dispatch_locked(struct tp_link *l, unsigned chan,
@@ -1076,17 +1117,23 @@ static int dispatch_locked(struct tp_link *l, unsigned chan,
 		return on_sync(l, chan, rh, body, err, errlen);
 	if (rh->type == WIRE_REC_LINK_BYE && chan > 0) {
 		c->peer_bye = true; /* its EOF is expected; control says when */
-		return 0;
+		return bye_check(l, err, errlen);
 	}
 	if (rh->type == WIRE_REC_LINK_BYE) {
 		link_bye_decode(body, rh->length, reason, sizeof(reason));
-		snprintf(err, errlen, "peer closed the link (\"%.160s\")", reason);
-		return -ESHUTDOWN;
+		snprintf(l->bye_reason, sizeof(l->bye_reason), "%s", reason);
+		l->bye_pending = true;
+		/* Bulk records sent before the BYE may still be in flight:
+		 * control waits for every bulk channel's BYE. */
+		return bye_check(l, err, errlen) ? -ESHUTDOWN : 1;
 	}
 	c->recv_count++;
 	if (!wire_record_known(rh->type))
 		return 0; /* unknown optional: verified, counted, skipped */
-	queue_msg(l, chan, rh, body);
+	if (queue_msg(l, chan, rh, body)) {
+		snprintf(err, errlen, "out of memory queueing a record");
+		return -ENOMEM;
+	}
 	*consumed = true;
 	if (c->st.recv_queued > l->cfg.recv_limit && !c->paused_full) {
 		c->paused_full = true;
@@ -1295,6 +1342,7 @@ struct tp_listener *tpl_listener_new(struct tp_ctx *ctx,
 	l->port = port;
 	pthread_mutex_init(&l->lock, NULL);
 	cond_init_mono(&l->cond);
+	atomic_fetch_add(&ctx->nobj, 1);
 	return l;
 }
 
@@ -1319,13 +1367,23 @@ uint64_t tp_listener_refused(const struct tp_listener *l)
 	return n;
 }
 
+unsigned tpl_listener_backlog(struct tp_listener *l)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&l->lock);
+	n = l->nq;
+	pthread_mutex_unlock(&l->lock);
+	return n;
+}
+
 void tpl_listener_push(struct tp_listener *l, struct tp_link *link)
 {
 	pthread_mutex_lock(&l->lock);
-	if (l->nq == sizeof(l->queue) / sizeof(l->queue[0])) {
+	if (l->nq == TPL_BACKLOG_MAX) {
 		pthread_mutex_unlock(&l->lock);
-		log_warn("listener :%u: %s refused: 64 accepted links not "
-			 "yet taken", l->port, tp_link_peer(link));
+		tpl_listener_refuse(l, tp_link_peer(link), "%d accepted links "
+				    "not yet taken", TPL_BACKLOG_MAX);
 		tp_link_free(link);
 		return;
 	}
@@ -1381,5 +1439,6 @@ void tp_listener_free(struct tp_listener *l)
 		tp_link_free(l->queue[i]);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
+	atomic_fetch_sub(&l->ctx->nobj, 1);
 	free(l);
 }

@@ -118,6 +118,10 @@ struct tp_listener *tpl_listener_new(struct tp_ctx *ctx,
 				     const struct tp_backend_ops *ops,
 				     void *be, uint16_t port);
 void *tpl_listener_backend(const struct tp_listener *l);
+/* Links accepted but not yet taken by tp_accept, at most this many;
+ * back ends refuse new peers while backlog + their pending links reach it. */
+#define TPL_BACKLOG_MAX 64
+unsigned tpl_listener_backlog(struct tp_listener *l);
 /* A link whose handshake completed, for tp_accept.  Takes ownership. */
 void tpl_listener_push(struct tp_listener *l, struct tp_link *link);
 /* A peer refused during its handshake: one log line, one count. */

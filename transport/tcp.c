@@ -46,6 +46,7 @@
 #include <time.h>
 
 #define BULK_IO_CHUNK (1u << 20)
+#define LIS_UNIDENTIFIED_MAX 256 /* connections still in their handshake */
 #define ADDR_MAX 80
 
 struct tcp_link;
@@ -239,6 +240,17 @@ static void conn_close(struct tcp_conn *c)
 	bufferevent_free(bev);
 }
 
+/*
+ * The connection's handshake record is taken.  It is not read again until
+ * the link is up (link_go_up), so a peer cannot make us buffer before.
+ */
+static void conn_hs_done(struct tcp_conn *c)
+{
+	c->hs_done = true;
+	if (!c->up && c->bev)
+		bufferevent_disable(c->bev, EV_READ);
+}
+
 static int conn_write_record(struct tcp_conn *c, uint32_t type,
 			     uint64_t seed, const struct wire_buf *body)
 {
@@ -309,8 +321,14 @@ static void link_go_up(struct tcp_link *tl)
 		tl->timer = NULL;
 	}
 	tl->lis = NULL;
-	for (i = 0; i <= tl->nr_bulk; i++)
+	for (i = 0; i <= tl->nr_bulk; i++) {
 		tl->conn[i]->up = true;
+		if (tl->conn[i]->bev) {
+			bufferevent_setwatermark(tl->conn[i]->bev, EV_WRITE,
+						 tl->cfg.send_limit / 2, 0);
+			bufferevent_enable(tl->conn[i]->bev, EV_READ);
+		}
+	}
 	tpl_up(tl->link, &tl->sess);
 	if (!tl->server)
 		client_done(tl, 0, NULL);
@@ -483,6 +501,8 @@ static int hello_check(const struct tcp_listener *lis,
 	return 0;
 }
 
+static unsigned lis_count_pending(const struct tcp_listener *lis);
+
 /* HELLO on an unidentified connection: a new link.  1: conn consumed. */
 static int server_hello(struct tcp_conn *c, const uint8_t *body, uint32_t len)
 {
@@ -494,6 +514,12 @@ static int server_hello(struct tcp_conn *c, const uint8_t *body, uint32_t len)
 	if (link_hello_decode(body, len, &h, err, sizeof(err)) ||
 	    hello_check(lis, &h, err, sizeof(err))) {
 		conn_refuse(c, "%s", err);
+		return 1;
+	}
+	if (tpl_listener_backlog(lis->pub) + lis_count_pending(lis) >=
+	    TPL_BACKLOG_MAX) {
+		conn_refuse(c, "%d links already wait for tp_accept",
+			    TPL_BACKLOG_MAX);
 		return 1;
 	}
 	tl = tcp_link_new(lis->ctx, true);
@@ -510,7 +536,7 @@ static int server_hello(struct tcp_conn *c, const uint8_t *body, uint32_t len)
 		c->timer = NULL;
 	}
 	conn_attach(tl, c, 0);
-	c->hs_done = true;
+	conn_hs_done(c);
 	tl->lis = lis;
 	tl->next = lis->pending;
 	lis->pending = tl;
@@ -528,6 +554,16 @@ static int server_hello(struct tcp_conn *c, const uint8_t *body, uint32_t len)
 				lis->cfg.handshake_timeout_ms,
 				pending_timeout_cb, tl);
 	return 1;
+}
+
+static unsigned lis_count_pending(const struct tcp_listener *lis)
+{
+	const struct tcp_link *tl;
+	unsigned n = 0;
+
+	for (tl = lis->pending; tl; tl = tl->next)
+		n++;
+	return n;
 }
 
 static struct tcp_link *pending_find(struct tcp_listener *lis,
@@ -587,7 +623,7 @@ static int server_join(struct tcp_conn *c, const uint8_t *hdr,
 		c->timer = NULL;
 	}
 	conn_attach(tl, c, j.chan);
-	c->hs_done = true;
+	conn_hs_done(c);
 	conn_tune(c, true);
 	wire_buf_init(&b);
 	link_joined_put(&b, j.chan);
@@ -676,7 +712,7 @@ static void client_welcome(struct tcp_conn *c, const uint8_t *hdr,
 		client_done(tl, rc, "%s: %s", tl->addr, err);
 		return;
 	}
-	c->hs_done = true;
+	conn_hs_done(c);
 	tl->sess = (struct link_session){
 		.proto = w.proto, .nr_bulk = w.nr_bulk, .features = w.features,
 		.seed = link_session_seed(w.session), .min_epoch = w.min_epoch,
@@ -716,7 +752,7 @@ static void client_joined(struct tcp_conn *c, const uint8_t *hdr,
 		client_done(tl, rc, "%s: %s", tl->addr, err);
 		return;
 	}
-	c->hs_done = true;
+	conn_hs_done(c);
 	if (++tl->joined == tl->nr_bulk)
 		link_go_up(tl);
 }
@@ -927,8 +963,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (!c->hs_done)
-		read_handshake(c, in);
-	/* after its handshake record, bytes wait until the link is up */
+		read_handshake(c, in); /* may free c */
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)
@@ -952,9 +987,12 @@ static void conn_error_text(struct tcp_conn *c, struct bufferevent *bev,
 
 	if (cfg->security != TP_SEC_INSECURE && !c->tls_ok) {
 		tls_explain(bufferevent_openssl_get_ssl(bev), e, out, len);
-	} else if (e) {
-		tls_explain(NULL, e, out, len);
-	} else if (events & BEV_EVENT_EOF) {
+	} else if (e && ERR_GET_LIB(e) != 0) {
+		char buf[160];
+
+		ERR_error_string_n(e, buf, sizeof(buf));
+		snprintf(out, len, "TLS error: %s", buf);
+	} else if (events & BEV_EVENT_EOF || e) {
 		snprintf(out, len, "connection closed by the peer");
 	} else {
 		snprintf(out, len, "%s", serr ? strerror(serr) :
@@ -984,8 +1022,10 @@ static void conn_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
 	conn_error_text(c, bev, events, why, sizeof(why));
-	if (c->up && tpl_peer_closed(c->tl->link, c->chan))
+	if (c->up && tpl_peer_closed(c->tl->link, c->chan)) {
 		conn_close(c); /* after the peer's BYE: an orderly end */
+		tpl_drained(c->tl->link, c->chan); /* wake waiters on it */
+	}
 	else if (c->up)
 		tpl_fail(c->tl->link, -ECONNRESET, "channel %u: %s", c->chan,
 			 why);
@@ -1202,6 +1242,16 @@ static int tcp_connect(struct tp_ctx *ctx, const struct tp_config *cfg,
 
 /* ---- listen -------------------------------------------------------------------- */
 
+static unsigned lis_count_conns(const struct tcp_listener *lis)
+{
+	const struct tcp_conn *c;
+	unsigned n = 0;
+
+	for (c = lis->conns; c; c = c->next)
+		n++;
+	return n;
+}
+
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		      struct sockaddr *sa, int salen, void *arg)
 {
@@ -1213,6 +1263,12 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 	(void)evl;
 	(void)salen;
 	addr_text(sa, peer, sizeof(peer));
+	if (lis_count_conns(lis) >= LIS_UNIDENTIFIED_MAX) {
+		evutil_closesocket(fd);
+		tpl_listener_refuse(lis->pub, peer, "%d connections already "
+				    "in their handshake", LIS_UNIDENTIFIED_MAX);
+		return;
+	}
 	bev = conn_bev_new(tpl_ctx_base(lis->ctx), fd, lis->ssl_ctx, &lis->cfg,
 			   true);
 	c = bev ? conn_new(bev, 0, peer) : NULL;

@@ -11,8 +11,9 @@
  * it is served there.  tp_send, tp_recv, tp_sync and tp_link_stats may be
  * called from any other thread; they block, with bounds:
  *  - tp_send blocks while the channel has more than send_limit bytes queued
- *    (back-pressure: a slow peer cannot make the sender buffer without
- *    bound); tp_send_nb returns -EAGAIN instead;
+ *    (back-pressure: a slow peer cannot make the sender buffer more than
+ *    send_limit plus one record per sending thread); tp_send_nb returns
+ *    -EAGAIN instead;
  *  - the receiver stops reading a channel while the consumer has more than
  *    recv_limit of its bytes undelivered, so TCP (or RDMA credits) push back
  *    on the sender.
@@ -98,7 +99,11 @@ struct tp_ctx;
 struct tp_link;
 struct tp_listener;
 
-/* One event loop thread.  _free waits for it after closing every link. */
+/*
+ * One event loop thread.  Free every link and listener of a context
+ * before the context: tp_ctx_free refuses (logs, frees nothing) while any
+ * is open.
+ */
 int tp_ctx_new(struct tp_ctx **out);
 void tp_ctx_free(struct tp_ctx *ctx);
 

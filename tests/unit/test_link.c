@@ -429,6 +429,119 @@ static void test_send_nb_eagain(void **state)
 	pair_down(&p);
 }
 
+
+/* A consumer slower than the ping interval must not fail the link. */
+static void test_stalled_consumer_survives_pings(void **state)
+{
+	struct tp_config s, c;
+	struct pair p;
+	struct tp_msg *m;
+	uint8_t *b = calloc(1, 1 << 20);
+	int i;
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	cfg_insecure(&c, "hosta", "hostb");
+	s.ping_interval_ms = c.ping_interval_ms = 10;
+	s.recv_limit = 1 << 20;
+	pair_up(&p, &s, &c);
+	for (i = 0; i < 8; i++) /* control fills past the limit: paused */
+		assert_int_equal(tp_send(p.cli, 0, REC_TYPE, 0, b, 1 << 20), 0);
+	usleep(300000); /* 30 ping intervals with control not read */
+	for (i = 0; i < 8; i++) {
+		assert_int_equal(tp_recv(p.srv, 5000, &m), 0);
+		tp_msg_free(m);
+	}
+	assert_int_equal(tp_link_error(p.cli, NULL, 0), 0);
+	assert_int_equal(tp_link_error(p.srv, NULL, 0), 0);
+	free(b);
+	pair_down(&p);
+}
+
+/* An orderly close delivers every bulk record sent before it. */
+static void test_close_delivers_bulk(void **state)
+{
+	struct tp_config s, c;
+	struct pair p;
+	struct tp_msg *m;
+	uint8_t body[16384];
+	uint64_t n, got[3] = { 0 };
+	int rc;
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	cfg_insecure(&c, "hosta", "hostb");
+	c.nr_bulk = 2;
+	pair_up(&p, &s, &c);
+	for (n = 0; n < 1000; n++) {
+		fill_body(body, sizeof(body), 1 + n % 2, n / 2);
+		assert_int_equal(tp_send(p.cli, 1 + n % 2, REC_TYPE, 0, body,
+					 sizeof(body)), 0);
+	}
+	tp_link_free(p.cli);
+	p.cli = NULL;
+	while ((rc = tp_recv(p.srv, 5000, &m)) == 0) {
+		assert_true(body_ok(m, got[m->chan]));
+		got[m->chan]++;
+		tp_msg_free(m);
+		usleep(200); /* a slow consumer */
+	}
+	assert_int_equal(rc, -ESHUTDOWN);
+	assert_int_equal(got[1], 500);
+	assert_int_equal(got[2], 500);
+	pair_down(&p);
+}
+
+/* Two SYNCs of the same epoch: the second after everything between. */
+static void test_sync_same_epoch(void **state)
+{
+	struct tp_config s, c;
+	struct pair p;
+	struct tp_msg *m;
+	uint8_t body[4096] = { 0 };
+	int i, seen = 0, syncs = 0;
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	cfg_insecure(&c, "hosta", "hostb");
+	c.nr_bulk = 2;
+	pair_up(&p, &s, &c);
+	assert_int_equal(tp_sync(p.cli, 5), 0);
+	for (i = 0; i < 100; i++)
+		assert_int_equal(tp_send(p.cli, 1 + i % 2, REC_TYPE, 5, body,
+					 sizeof(body)), 0);
+	assert_int_equal(tp_sync(p.cli, 5), 0);
+	while (syncs < 2) {
+		assert_int_equal(tp_recv(p.srv, 5000, &m), 0);
+		if (m->type == TP_MSG_SYNC) {
+			syncs++;
+			if (syncs == 2)
+				assert_int_equal(seen, 100);
+		} else {
+			seen++;
+		}
+		tp_msg_free(m);
+	}
+	pair_down(&p);
+}
+
+static void test_ctx_free_refuses_with_links(void **state)
+{
+	struct tp_config s;
+	struct tp_ctx *ctx;
+	struct tp_listener *l;
+	char err[TP_ERR_MAX];
+
+	(void)state;
+	cfg_insecure(&s, "hostb", "hosta");
+	assert_int_equal(tp_ctx_new(&ctx), 0);
+	assert_int_equal(tp_listen(ctx, &s, "127.0.0.1:0", &l, err,
+				   sizeof(err)), 0);
+	tp_ctx_free(ctx); /* refused: the listener is open */
+	tp_listener_free(l);
+	tp_ctx_free(ctx);
+}
+
 /* ---- failures reported to the user ------------------------------------------------ */
 
 static void test_peer_close_reported(void **state)
@@ -953,6 +1066,10 @@ int main(void)
 		cmocka_unit_test(test_backpressure),
 		cmocka_unit_test(test_send_nb_eagain),
 		cmocka_unit_test(test_peer_close_reported),
+		cmocka_unit_test(test_stalled_consumer_survives_pings),
+		cmocka_unit_test(test_close_delivers_bulk),
+		cmocka_unit_test(test_sync_same_epoch),
+		cmocka_unit_test(test_ctx_free_refuses_with_links),
 		cmocka_unit_test(test_abort_reported),
 		cmocka_unit_test(test_rtt_measured),
 		cmocka_unit_test(test_refuse_plaintext_client),

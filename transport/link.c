@@ -178,16 +178,10 @@ const char *tp_kind_name(enum tp_kind kind)
 							      : "unknown";
 }
 
+/* The same rule as names in HELLO and WELCOME. */
 static bool name_valid(const char *s)
 {
-	size_t i, n = strnlen(s, TP_NAME_MAX);
-
-	if (n == 0 || n >= TP_NAME_MAX)
-		return false;
-	for (i = 0; i < n; i++)
-		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-			return false;
-	return true;
+	return link_name_ok(s, strnlen(s, TP_NAME_MAX));
 }
 
 static int cert_files_check(const struct tp_config *cfg, char *err,
@@ -646,6 +640,13 @@ static bool link_record(uint32_t type)
 	return type >= WIRE_REC_LINK_HELLO && type <= WIRE_REC_LINK_BYE;
 }
 
+/* Probes and BYE carry epoch 0 and neither move nor obey the epoch. */
+static bool link_epochless(uint32_t type)
+{
+	return type == WIRE_REC_LINK_PING || type == WIRE_REC_LINK_PONG ||
+	       type == WIRE_REC_LINK_BYE;
+}
+
 /* Frames and hands one record to the back end; caller holds send_lock. */
 static int chan_send_locked(struct tp_link *l, unsigned chan, uint32_t type,
 			    uint64_t epoch, const void *body, size_t len)
@@ -669,8 +670,7 @@ static int chan_send_locked(struct tp_link *l, unsigned chan, uint32_t type,
 	c->send_seq++;
 	if (!link_record(type))
 		c->send_count++;
-	if (type != WIRE_REC_LINK_PING && type != WIRE_REC_LINK_PONG &&
-	    type != WIRE_REC_LINK_BYE)
+	if (!link_epochless(type))
 		c->send_epoch = epoch;
 	pthread_mutex_lock(&l->lock);
 	c->st.bytes_sent += WIRE_RECORD_HEADER_SIZE + len + pad;
@@ -1049,9 +1049,7 @@ static int order_check(struct tp_link *l, unsigned chan,
 		       size_t errlen)
 {
 	struct link_chan *c = &l->chan[chan];
-	bool epochless = rh->type == WIRE_REC_LINK_PING ||
-			 rh->type == WIRE_REC_LINK_PONG ||
-			 rh->type == WIRE_REC_LINK_BYE;
+	bool epochless = link_epochless(rh->type);
 
 	if (rh->seq != c->recv_seq) {
 		snprintf(err, errlen, "sequence %" PRIu32 ", expected %" PRIu32
@@ -1174,9 +1172,7 @@ int tpl_input(struct tp_link *l, unsigned chan,
 		rc = order_check(l, chan, rh, err, sizeof(err));
 		if (!rc) {
 			l->chan[chan].recv_seq++;
-			if (rh->type != WIRE_REC_LINK_PING &&
-			    rh->type != WIRE_REC_LINK_PONG &&
-			    rh->type != WIRE_REC_LINK_BYE)
+			if (!link_epochless(rh->type))
 				l->chan[chan].recv_epoch = rh->epoch;
 			l->chan[chan].st.records_recv++;
 			l->chan[chan].st.bytes_recv += WIRE_RECORD_HEADER_SIZE +
@@ -1300,30 +1296,39 @@ static const struct tp_backend_ops *ops_for(enum tp_kind kind)
 	return kind == TP_KIND_RDMA ? &tp_rdma_ops : &tp_tcp_ops;
 }
 
-int tp_connect(struct tp_ctx *ctx, const struct tp_config *cfg,
-	       const char *addr, struct tp_link **out,
-	       char *err, size_t errlen)
+/* A checked copy of cfg with the defaults filled in. */
+static int config_ready(const struct tp_config *cfg, struct tp_config *out,
+			char *err, size_t errlen)
 {
-	struct tp_config c = *cfg;
 	int rc = tp_config_check(cfg, err, errlen);
 
 	if (rc)
 		return rc;
-	config_defaults(&c);
-	return ops_for(cfg->kind)->connect(ctx, &c, addr, out, err, errlen);
+	*out = *cfg;
+	config_defaults(out);
+	return 0;
+}
+
+int tp_connect(struct tp_ctx *ctx, const struct tp_config *cfg,
+	       const char *addr, struct tp_link **out,
+	       char *err, size_t errlen)
+{
+	struct tp_config c;
+	int rc = config_ready(cfg, &c, err, errlen);
+
+	return rc ? rc : ops_for(c.kind)->connect(ctx, &c, addr, out, err,
+						   errlen);
 }
 
 int tp_listen(struct tp_ctx *ctx, const struct tp_config *cfg,
 	      const char *addr, struct tp_listener **out,
 	      char *err, size_t errlen)
 {
-	struct tp_config c = *cfg;
-	int rc = tp_config_check(cfg, err, errlen);
+	struct tp_config c;
+	int rc = config_ready(cfg, &c, err, errlen);
 
-	if (rc)
-		return rc;
-	config_defaults(&c);
-	return ops_for(cfg->kind)->listen(ctx, &c, addr, out, err, errlen);
+	return rc ? rc : ops_for(c.kind)->listen(ctx, &c, addr, out, err,
+						  errlen);
 }
 
 struct tp_listener *tpl_listener_new(struct tp_ctx *ctx,

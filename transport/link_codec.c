@@ -26,8 +26,9 @@ static int finish(struct wire_cursor *c, const char *what, char *err,
 	return c->rc;
 }
 
-static bool name_ok(const uint8_t *p, size_t n)
+bool link_name_ok(const char *name, size_t n)
 {
+	const uint8_t *p = (const uint8_t *)name;
 	size_t i;
 
 	if (n == 0 || n >= TP_NAME_MAX)
@@ -42,7 +43,7 @@ static int put_name(struct wire_buf *b, const char *name)
 {
 	size_t n = strnlen(name, TP_NAME_MAX);
 
-	if (!name_ok((const uint8_t *)name, n))
+	if (!link_name_ok(name, n))
 		return -EINVAL;
 	return wire_put_bytes(b, name, n);
 }
@@ -60,7 +61,7 @@ static int get_name(struct wire_cursor *c, char out[TP_NAME_MAX])
 		return wire_cursor_fail(c, -EBADMSG, "name of %zu bytes (must "
 					"be 1..%d)", n, TP_NAME_MAX - 1);
 	wire_get_bytes(c, n, &p);
-	if (!name_ok(p, n))
+	if (!link_name_ok((const char *)p, n))
 		return wire_cursor_fail(c, -EBADMSG, "name has a byte outside "
 					"printable ASCII");
 	memcpy(out, p, n);

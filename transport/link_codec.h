@@ -10,6 +10,7 @@
 #ifndef TANDEM_LINK_CODEC_H
 #define TANDEM_LINK_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,6 +99,9 @@ int link_bye_decode(const uint8_t *p, size_t len, char *out, size_t outlen);
 int link_negotiate(const struct link_hello *h, uint64_t our_features,
 		   uint16_t *proto, uint64_t *features,
 		   char *err, size_t errlen);
+
+/* A peer or PSK identity name: 1..63 printable ASCII bytes, no spaces. */
+bool link_name_ok(const char *name, size_t len);
 
 /* XXH3-64 of the session id: the seed of every later record checksum. */
 uint64_t link_session_seed(const uint8_t id[LINK_SESSION_ID]);

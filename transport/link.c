@@ -119,7 +119,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void abs_deadline(struct timespec *ts, int timeout_ms)
+void tpl_deadline(struct timespec *ts, int timeout_ms)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
 	ts->tv_sec += timeout_ms / 1000;
@@ -130,7 +130,7 @@ static void abs_deadline(struct timespec *ts, int timeout_ms)
 	}
 }
 
-static void cond_init_mono(pthread_cond_t *c)
+void tpl_cond_init(pthread_cond_t *c)
 {
 	pthread_condattr_t a;
 
@@ -467,7 +467,7 @@ struct tp_link *tpl_new(struct tp_ctx *ctx, const struct tp_config *cfg,
 	l->cfg = *cfg;
 	config_defaults(&l->cfg);
 	pthread_mutex_init(&l->lock, NULL);
-	cond_init_mono(&l->cond);
+	tpl_cond_init(&l->cond);
 	for (i = 0; i <= TP_MAX_BULK; i++)
 		pthread_mutex_init(&l->chan[i].send_lock, NULL);
 	l->nr_chan = 1;
@@ -813,7 +813,7 @@ int tp_flush(struct tp_link *l, int timeout_ms)
 	if (pthread_equal(pthread_self(), l->ctx->thread))
 		return -EDEADLK; /* only the loop thread could drain it */
 	if (timeout_ms >= 0)
-		abs_deadline(&dl, timeout_ms);
+		tpl_deadline(&dl, timeout_ms);
 	pthread_mutex_lock(&l->lock);
 	for (i = 0; i < l->nr_chan && !rc; i++) {
 		while (!(rc = link_usable(l)) &&
@@ -1228,7 +1228,7 @@ int tp_recv(struct tp_link *l, int timeout_ms, struct tp_msg **out)
 	int rc = 0;
 
 	if (timeout_ms >= 0)
-		abs_deadline(&dl, timeout_ms);
+		tpl_deadline(&dl, timeout_ms);
 	pthread_mutex_lock(&l->lock);
 	while (!(q = dequeue_locked(l, &resume))) {
 		if (l->state == LINK_ST_FAILED) {
@@ -1346,7 +1346,7 @@ struct tp_listener *tpl_listener_new(struct tp_ctx *ctx,
 	l->cfg = *cfg;
 	l->port = port;
 	pthread_mutex_init(&l->lock, NULL);
-	cond_init_mono(&l->cond);
+	tpl_cond_init(&l->cond);
 	atomic_fetch_add(&ctx->nobj, 1);
 	return l;
 }
@@ -1419,7 +1419,7 @@ int tp_accept(struct tp_listener *l, int timeout_ms, struct tp_link **out)
 	int rc = 0;
 
 	if (timeout_ms >= 0)
-		abs_deadline(&dl, timeout_ms);
+		tpl_deadline(&dl, timeout_ms);
 	pthread_mutex_lock(&l->lock);
 	while (!l->nq && !rc)
 		rc = cond_wait_ms(&l->cond, &l->lock,

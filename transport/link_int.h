@@ -21,7 +21,9 @@
 #ifndef TANDEM_LINK_INT_H
 #define TANDEM_LINK_INT_H
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <time.h>
 
 #include "transport.h"
 #include "wire.h"
@@ -63,6 +65,11 @@ extern const struct tp_backend_ops tp_rdma_ops;
 struct event_base *tpl_ctx_base(struct tp_ctx *ctx);
 /* Runs fn(arg) on the loop thread and waits for it to return. */
 void tpl_ctx_call(struct tp_ctx *ctx, void (*fn)(void *arg), void *arg);
+
+/* Condition variables on CLOCK_MONOTONIC, and deadlines on that clock
+ * timeout_ms from now, so a wall-clock jump moves no timeout. */
+void tpl_cond_init(pthread_cond_t *c);
+void tpl_deadline(struct timespec *ts, int timeout_ms);
 
 /* ---- links ---------------------------------------------------------------- */
 

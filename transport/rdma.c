@@ -736,7 +736,6 @@ static struct rdma_link *link_new(struct tp_ctx *ctx,
 				  enum rdma_link_state state)
 {
 	struct rdma_link *rl = calloc(1, sizeof(*rl));
-	pthread_condattr_t ca;
 
 	if (rl == NULL)
 		return NULL;
@@ -745,10 +744,7 @@ static struct rdma_link *link_new(struct tp_ctx *ctx,
 	rl->role = role;
 	atomic_init(&rl->state, (int)state);
 	pthread_mutex_init(&rl->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&rl->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	tpl_cond_init(&rl->cond);
 	return rl;
 }
 
@@ -1036,13 +1032,7 @@ static int cli_wait(struct rdma_link *rl)
 						  : RDMA_HS_TIMEOUT_MS;
 	struct timespec dl;
 
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += ms / 1000;
-	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	tpl_deadline(&dl, ms);
 	pthread_mutex_lock(&rl->mu);
 	while (!cli_settled(rl))
 		if (pthread_cond_timedwait(&rl->cond, &rl->mu, &dl) == ETIMEDOUT)

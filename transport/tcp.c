@@ -296,7 +296,7 @@ static struct tcp_link *tcp_link_new(struct tp_ctx *ctx, bool server)
 	tl->server = server;
 	pthread_rwlock_init(&tl->bev_lock, NULL);
 	pthread_mutex_init(&tl->lock, NULL);
-	pthread_cond_init(&tl->cond, NULL);
+	tpl_cond_init(&tl->cond);
 	return tl;
 }
 
@@ -399,6 +399,18 @@ static void conn_refuse(struct tcp_conn *c, const char *fmt, ...)
 	lis_unlink_conn(lis, c);
 	conn_close(c);
 	free(c);
+}
+
+/* An unidentified connection becomes channel chan of tl. */
+static void conn_adopt(struct tcp_link *tl, struct tcp_conn *c, unsigned chan)
+{
+	lis_unlink_conn(c->lis, c);
+	if (c->timer) {
+		event_free(c->timer);
+		c->timer = NULL;
+	}
+	conn_attach(tl, c, chan);
+	conn_hs_done(c);
 }
 
 /* A server link that never came up: refused and freed. */
@@ -530,13 +542,7 @@ static int server_hello(struct tcp_conn *c, const uint8_t *body, uint32_t len)
 		conn_refuse(c, "out of memory");
 		return 1;
 	}
-	lis_unlink_conn(lis, c);
-	if (c->timer) {
-		event_free(c->timer);
-		c->timer = NULL;
-	}
-	conn_attach(tl, c, 0);
-	conn_hs_done(c);
+	conn_adopt(tl, c, 0);
 	tl->lis = lis;
 	tl->next = lis->pending;
 	lis->pending = tl;
@@ -617,13 +623,7 @@ static int server_join(struct tcp_conn *c, const uint8_t *hdr,
 		conn_refuse(c, "%s", err);
 		return 1;
 	}
-	lis_unlink_conn(lis, c);
-	if (c->timer) {
-		event_free(c->timer);
-		c->timer = NULL;
-	}
-	conn_attach(tl, c, j.chan);
-	conn_hs_done(c);
+	conn_adopt(tl, c, j.chan);
 	conn_tune(c, true);
 	wire_buf_init(&b);
 	link_joined_put(&b, j.chan);
@@ -821,15 +821,18 @@ static int read_stream_header(struct tcp_conn *c, struct evbuffer *in)
 	uint8_t raw[WIRE_STREAM_HEADER_SIZE];
 	struct wire_stream_header sh;
 	char err[WIRE_ERR_MAX];
+	int rc;
 
 	if (evbuffer_get_length(in) < sizeof(raw))
 		return 1;
 	evbuffer_copyout(in, raw, sizeof(raw));
-	if (wire_stream_header_decode(raw, &sh, err, sizeof(err)) == 0 &&
-	    sh.stream_type != WIRE_STREAM_LINK)
+	rc = wire_stream_header_decode(raw, &sh, err, sizeof(err));
+	if (!rc && sh.stream_type != WIRE_STREAM_LINK) {
 		snprintf(err, sizeof(err), "stream type %u is not LINK",
 			 sh.stream_type);
-	else if (wire_stream_header_decode(raw, &sh, err, sizeof(err)) == 0) {
+		rc = -EPROTO;
+	}
+	if (!rc) {
 		evbuffer_drain(in, sizeof(raw));
 		c->got_header = true;
 		return 0;
@@ -1176,13 +1179,7 @@ static int client_wait(struct tcp_link *tl)
 	struct timespec dl;
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += tl->cfg.handshake_timeout_ms / 1000;
-	dl.tv_nsec += (long)(tl->cfg.handshake_timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	tpl_deadline(&dl, tl->cfg.handshake_timeout_ms);
 	pthread_mutex_lock(&tl->lock);
 	while (!tl->done && rc == 0)
 		rc = pthread_cond_timedwait(&tl->cond, &tl->lock, &dl);

@@ -113,18 +113,6 @@ static void lis_doom_link(struct rdma_lis *lis, struct rdma_link *rl);
 
 /* ---- small helpers ------------------------------------------------------- */
 
-int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
 /* -errno after a failed library call, never 0. */
 int rdma_errno(void)
 {

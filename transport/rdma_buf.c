@@ -23,10 +23,7 @@
 #define IMM_SLOT_SHIFT 16
 #define IMM_SEQ_MASK 0xffffu
 
-static int buf_err(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int buf_err(char *err, size_t errlen, int rc, const char *fmt, ...)
+int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -62,17 +59,17 @@ const char *rdma_mode_name(enum rdma_mode mode)
 int rdma_geom_check(const struct rdma_geom *g, char *err, size_t errlen)
 {
 	if (g->nr_slots < 1 || g->nr_slots > RDMA_SLOTS_MAX)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma ring: %" PRIu32 " slots not in 1..%u",
 			       g->nr_slots, RDMA_SLOTS_MAX);
 	if (g->slot_size < RDMA_SLOT_MIN || g->slot_size > RDMA_SLOT_MAX ||
 	    g->slot_size % WIRE_ALIGN != 0)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma ring: slot size %" PRIu32
 			       " not a multiple of 8 in %u..%u",
 			       g->slot_size, RDMA_SLOT_MIN, RDMA_SLOT_MAX);
 	if ((uint64_t)g->nr_slots * g->slot_size > RDMA_RING_MAX)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma ring: %" PRIu32 " slots of %" PRIu32
 			       " bytes > max %u bytes", g->nr_slots,
 			       g->slot_size, RDMA_RING_MAX);
@@ -92,15 +89,15 @@ static int advert_mode_check(const struct rdma_advert *a, char *err,
 	enum rdma_mode want = a->chan == 0 ? RDMA_MODE_SEND : RDMA_MODE_WRITE;
 
 	if (a->mode != RDMA_MODE_SEND && a->mode != RDMA_MODE_WRITE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: mode %u unknown",
 			       (unsigned)a->mode);
 	if (a->chan > TP_MAX_BULK)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: channel %" PRIu32
 			       " > max %u", a->chan, TP_MAX_BULK);
 	if (a->mode != want)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: channel %" PRIu32
 			       " in mode %s (control is SEND, bulk WRITE)",
 			       a->chan, rdma_mode_name(a->mode));
@@ -114,17 +111,17 @@ static int advert_ring_check(const struct rdma_advert *a, char *err,
 
 	if (a->mode == RDMA_MODE_SEND) {
 		if (a->rkey != 0 || a->addr != 0)
-			return buf_err(err, errlen, -EBADMSG,
+			return rdma_errf(err, errlen, -EBADMSG,
 				       "rdma advertisement: SEND ring with rkey "
 				       "0x%" PRIx32 " addr 0x%" PRIx64
 				       " (must be 0)", a->rkey, a->addr);
 		return 0;
 	}
 	if (a->addr == 0)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: WRITE ring at address 0");
 	if (a->addr > UINT64_MAX - bytes)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: ring at 0x%" PRIx64
 			       " + %" PRIu64 " bytes wraps", a->addr, bytes);
 	return 0;
@@ -163,7 +160,7 @@ static int advert_tail_check(const uint8_t *p, size_t len, char *err,
 
 	for (i = RDMA_ADVERT_SIZE; i < len; i++)
 		if (p[i] != 0)
-			return buf_err(err, errlen, -EBADMSG,
+			return rdma_errf(err, errlen, -EBADMSG,
 				       "rdma advertisement: byte %zu after it "
 				       "is 0x%02x (must be 0)", i, p[i]);
 	return 0;
@@ -178,7 +175,7 @@ int rdma_advert_decode(const uint8_t *p, size_t len, struct rdma_advert *out,
 
 	memset(out, 0, sizeof(*out));
 	if (p == NULL || len < RDMA_ADVERT_SIZE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: %zu bytes < %u", len,
 			       RDMA_ADVERT_SIZE);
 	wire_cursor_init(&c, p, RDMA_ADVERT_SIZE);
@@ -190,19 +187,19 @@ int rdma_advert_decode(const uint8_t *p, size_t len, struct rdma_advert *out,
 	wire_get_be32(&c, &out->geom.slot_size);
 	wire_get_be32(&c, &out->rkey);
 	if (wire_get_be64(&c, &out->addr) != 0)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: %s", c.err);
 	if (magic != RDMA_ADVERT_MAGIC)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: magic 0x%08" PRIx32
 			       ", expected 0x%08x", magic, RDMA_ADVERT_MAGIC);
 	if (version != RDMA_ADVERT_VERSION)
-		return buf_err(err, errlen, -EPROTONOSUPPORT,
+		return rdma_errf(err, errlen, -EPROTONOSUPPORT,
 			       "rdma advertisement: version %u not supported "
 			       "(this end: %u)", version, RDMA_ADVERT_VERSION);
 	out->mode = (enum rdma_mode)mode;
 	if (mode != RDMA_MODE_SEND && mode != RDMA_MODE_WRITE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma advertisement: mode %u unknown", mode);
 	if (advert_check(out, err, errlen) != 0)
 		return -EBADMSG;
@@ -225,7 +222,7 @@ int rdma_credit_decode(const uint8_t *p, size_t len, uint32_t *consumed,
 
 	*consumed = 0;
 	if (p == NULL || len != RDMA_CREDIT_SIZE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma credit: %zu bytes, expected %u", len,
 			       RDMA_CREDIT_SIZE);
 	wire_cursor_init(&c, p, len);
@@ -233,7 +230,7 @@ int rdma_credit_decode(const uint8_t *p, size_t len, uint32_t *consumed,
 	wire_get_be32(&c, consumed);
 	if (magic != RDMA_CREDIT_MAGIC) {
 		*consumed = 0;
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma credit: magic 0x%08" PRIx32
 			       ", expected 0x%08x", magic, RDMA_CREDIT_MAGIC);
 	}
@@ -283,7 +280,7 @@ int rdma_chunk_hdr_decode(const uint8_t *p, size_t len,
 
 	memset(out, 0, sizeof(*out));
 	if (len < RDMA_CHUNK_HDR_SIZE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: %zu bytes < %u-byte header", len,
 			       RDMA_CHUNK_HDR_SIZE);
 	wire_cursor_init(&c, p, RDMA_CHUNK_HDR_SIZE);
@@ -323,7 +320,7 @@ int rdma_tx_credit(struct rdma_tx *tx, uint32_t consumed,
 	uint32_t freed = consumed - tx->credited;
 
 	if (freed > tx->in_flight)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma credit: consumed %" PRIu32 " frees %"
 			       PRIu32 " chunks, only %" PRIu32
 			       " in flight (last consumed %" PRIu32 ")",
@@ -369,12 +366,12 @@ static int rx_slot(const struct rdma_rx *rx, uint32_t imm, uint32_t buf,
 
 	if (rx->mode == RDMA_MODE_SEND) {
 		if (field != 0)
-			return buf_err(err, errlen, -EBADMSG,
+			return rdma_errf(err, errlen, -EBADMSG,
 				       "rdma chunk: immediate 0x%08" PRIx32
 				       ": slot field %" PRIu32
 				       " must be 0 on a SEND channel", imm, field);
 		if (buf >= rx->nr_bufs)
-			return buf_err(err, errlen, -EBADMSG,
+			return rdma_errf(err, errlen, -EBADMSG,
 				       "rdma chunk: receive buffer %" PRIu32
 				       " out of range (%" PRIu32 " buffers)",
 				       buf, rx->nr_bufs);
@@ -382,12 +379,12 @@ static int rx_slot(const struct rdma_rx *rx, uint32_t imm, uint32_t buf,
 		return 0;
 	}
 	if (field >= rx->geom.nr_slots)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: immediate 0x%08" PRIx32 ": slot %"
 			       PRIu32 " out of range (%" PRIu32 " slots)",
 			       imm, field, rx->geom.nr_slots);
 	if (field != rx->next_slot)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: immediate 0x%08" PRIx32 ": slot %"
 			       PRIu32 ", expected %" PRIu32, imm, field,
 			       rx->next_slot);
@@ -401,18 +398,18 @@ static int rx_arrival_check(const struct rdma_rx *rx, uint32_t imm,
 	uint32_t seq = imm & IMM_SEQ_MASK;
 
 	if (seq != (rx->arrive_seq & IMM_SEQ_MASK))
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: immediate 0x%08" PRIx32
 			       ": chunk seq %" PRIu32 ", expected %" PRIu32
 			       " (duplicated or skipped chunk)", imm, seq,
 			       rx->arrive_seq & IMM_SEQ_MASK);
 	if (rx->count >= rx->geom.nr_slots)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: immediate 0x%08" PRIx32
 			       ": past the credit window of %" PRIu32
 			       " chunks", imm, rx->geom.nr_slots);
 	if (len > rx->geom.slot_size)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: %" PRIu32 " bytes in a %" PRIu32
 			       "-byte slot", len, rx->geom.slot_size);
 	return 0;
@@ -487,12 +484,12 @@ static int reasm_seq_check(const struct rdma_reasm *r,
 			   char *err, size_t errlen)
 {
 	if (h->chunk_seq != r->chunk_seq)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk: chunk seq %" PRIu32 ", expected %"
 			       PRIu32 " (duplicated or skipped chunk)",
 			       h->chunk_seq, r->chunk_seq);
 	if (h->rec_seq != r->rec_seq)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk %" PRIu32 ": record seq %" PRIu32
 			       ", expected %" PRIu32, h->chunk_seq, h->rec_seq,
 			       r->rec_seq);
@@ -506,28 +503,28 @@ static int reasm_len_check(const struct rdma_reasm *r,
 	uint32_t want;
 
 	if (h->rec_len > RDMA_REC_MAX)
-		return buf_err(err, errlen, -E2BIG,
+		return rdma_errf(err, errlen, -E2BIG,
 			       "rdma chunk %" PRIu32 ": record length %" PRIu32
 			       " > max %u", h->chunk_seq, h->rec_len,
 			       (unsigned)RDMA_REC_MAX);
 	if (h->rec_len < WIRE_RECORD_HEADER_SIZE || h->rec_len % WIRE_ALIGN)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk %" PRIu32 ": record length %" PRIu32
 			       " is not a multiple of 8 of at least %u",
 			       h->chunk_seq, h->rec_len,
 			       WIRE_RECORD_HEADER_SIZE);
 	if (r->rec_len != 0 && h->rec_len != r->rec_len)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk %" PRIu32 ": record length %" PRIu32
 			       " changed from %" PRIu32 " mid-record",
 			       h->chunk_seq, h->rec_len, r->rec_len);
 	want = rdma_chunk_len(h->rec_len, r->got, r->slot_size);
 	if (h->len != want)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk %" PRIu32 ": length %" PRIu32
 			       ", expected %" PRIu32, h->chunk_seq, h->len, want);
 	if (h->len > len - RDMA_CHUNK_HDR_SIZE)
-		return buf_err(err, errlen, -EBADMSG,
+		return rdma_errf(err, errlen, -EBADMSG,
 			       "rdma chunk %" PRIu32 ": length %" PRIu32
 			       " past the %zu bytes received", h->chunk_seq,
 			       h->len, len);
@@ -556,7 +553,7 @@ static int reasm_begin(struct rdma_reasm *r, const struct rdma_chunk_hdr *h,
 	}
 	r->body = malloc(body_len ? body_len : 1);
 	if (r->body == NULL)
-		return buf_err(err, errlen, -ENOMEM,
+		return rdma_errf(err, errlen, -ENOMEM,
 			       "rdma chunk %" PRIu32 ": no memory for a %"
 			       PRIu32 "-byte record", h->chunk_seq, h->rec_len);
 	r->rec_len = h->rec_len;

@@ -107,6 +107,10 @@ struct rdma_geom {
 
 /* Checks the limits above; -EBADMSG with a message quoting the value. */
 int rdma_geom_check(const struct rdma_geom *g, char *err, size_t errlen);
+
+/* Leaves the message in err (if any) and returns rc: the module's errors. */
+int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Record bytes one chunk carries in a slot of this size. */
 uint32_t rdma_chunk_payload_max(uint32_t slot_size);
 

@@ -142,8 +142,6 @@ struct rdma_lis {
 
 /* ---- rdma.c ---------------------------------------------------------------- */
 
-int rdma_errf(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 /* -errno after a failed library call, never 0. */
 int rdma_errno(void);
 int rdma_nonblock(int fd);

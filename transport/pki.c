@@ -630,36 +630,34 @@ static void pki_blob_from_bio(struct pki_blob *f, BIO *b)
 	f->len = len > 0 ? (size_t)len : 0;
 }
 
-int pki_key_save(const char *path, EVP_PKEY *key, bool force, char *err,
-		 size_t errlen)
+/* Writes the PEM in b (NULL: encoding failed) to path; frees b. */
+static int pki_pem_save(const char *path, mode_t mode, BIO *b,
+			const char *what, bool force, char *err, size_t errlen)
 {
-	struct pki_blob f = { .path = path, .mode = 0600 };
-	BIO *b = pki_key_pem(key);
+	struct pki_blob f = { .path = path, .mode = mode };
 	int rc;
 
 	if (b == NULL)
-		return pki_fail(-EIO, err, errlen, "cannot encode the key for %s: "
-				"%s", path, pki_ssl_reason());
+		return pki_fail(-EIO, err, errlen, "cannot encode the %s for %s: "
+				"%s", what, path, pki_ssl_reason());
 	pki_blob_from_bio(&f, b);
 	rc = pki_write_files(&f, 1, force, err, errlen);
 	BIO_free(b);
 	return rc;
 }
 
+int pki_key_save(const char *path, EVP_PKEY *key, bool force, char *err,
+		 size_t errlen)
+{
+	return pki_pem_save(path, 0600, pki_key_pem(key), "key", force, err,
+			    errlen);
+}
+
 int pki_cert_save(const char *path, X509 *cert, bool force, char *err,
 		  size_t errlen)
 {
-	struct pki_blob f = { .path = path, .mode = 0644 };
-	BIO *b = pki_cert_pem(cert);
-	int rc;
-
-	if (b == NULL)
-		return pki_fail(-EIO, err, errlen, "cannot encode the certificate "
-				"for %s: %s", path, pki_ssl_reason());
-	pki_blob_from_bio(&f, b);
-	rc = pki_write_files(&f, 1, force, err, errlen);
-	BIO_free(b);
-	return rc;
+	return pki_pem_save(path, 0644, pki_cert_pem(cert), "certificate",
+			    force, err, errlen);
 }
 
 /* Key and certificate of one pair, staged together. */

@@ -29,32 +29,13 @@
 #include <string.h>
 
 #include "codec.h"
+#include "codec_fill.h"
 
 #define CHECK(cond) do { if (!(cond)) __builtin_trap(); } while (0)
 #define PG 4096
 #define FZ_NR_PAGES 1024
 
-/* ---- the warm-up record (same generator as test_codec.c) -------------- */
-
-enum fill { FILL_ZERO, FILL_SPARSE, FILL_TEXT, FILL_RANDOM };
-
-static void fill_page(uint8_t *p, enum fill kind, uint32_t seed)
-{
-	uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-	static const char text[] = "the quick brown fox jumps over the lazy dog ";
-
-	memset(p, 0, PG);
-	for (size_t i = 0; kind == FILL_SPARSE && i < 64; i++)
-		p[(seed * 61 + i) % PG] = (uint8_t)(i + seed + 1);
-	for (size_t i = 0; kind == FILL_TEXT && i < PG; i++)
-		p[i] = (uint8_t)text[(i + seed) % (sizeof(text) - 1)];
-	for (size_t i = 0; kind == FILL_RANDOM && i < PG; i++) {
-		x ^= x >> 12;
-		x ^= x << 25;
-		x ^= x >> 27;
-		p[i] = (uint8_t)((x * 0x2545f4914f6cdd1dULL) >> 56);
-	}
-}
+/* ---- the warm-up record: pages from codec_fill.h ------------------------ */
 
 static struct codec_opts scenario_opts(unsigned scenario)
 {

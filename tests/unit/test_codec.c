@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "../fuzz/codec_fill.h"
 #include "wire.h"
 
 #define PG 4096
@@ -54,26 +55,7 @@ static uint64_t rng(void)
 	return x * 0x2545f4914f6cdd1dULL;
 }
 
-enum fill { FILL_ZERO, FILL_SPARSE, FILL_TEXT, FILL_RANDOM };
-
-/* Same generator as fuzz_codec.c: the seeds depend on it. */
-static void fill_page(uint8_t *p, enum fill kind, uint32_t seed)
-{
-	uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
-	static const char text[] = "the quick brown fox jumps over the lazy dog ";
-
-	memset(p, 0, PG);
-	for (size_t i = 0; kind == FILL_SPARSE && i < 64; i++)
-		p[(seed * 61 + i) % PG] = (uint8_t)(i + seed + 1);
-	for (size_t i = 0; kind == FILL_TEXT && i < PG; i++)
-		p[i] = (uint8_t)text[(i + seed) % (sizeof(text) - 1)];
-	for (size_t i = 0; kind == FILL_RANDOM && i < PG; i++) {
-		x ^= x >> 12;
-		x ^= x << 25;
-		x ^= x >> 27;
-		p[i] = (uint8_t)((x * 0x2545f4914f6cdd1dULL) >> 56);
-	}
-}
+/* fill_page (codec_fill.h) makes the pages the fuzz seeds depend on. */
 
 /* ---- spec helpers, independent of the codec --------------------------- */
 

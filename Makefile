@@ -17,7 +17,7 @@ SAN       ?=
 WARN      := -std=c11 -Wall -Wextra -Werror
 INCLUDES  := -Icommon -Ihypervisor-hooks -Ihypervisor-hooks/uvm \
              -Ihypervisor-hooks/uvm/abi -Ihypervisor-hooks/uvm/guest \
-             -Itransport -Ireplicator -Ifailover-daemon
+             -Itransport -Ireplicator -Idisk-sync -Ifailover-daemon
 # The RDMA back end is built when rdma-core's headers are present; without
 # them transport/rdma_absent.c reports RDMA as not built.
 HAVE_RDMA := $(shell test -e /usr/include/rdma/rdma_cma.h && \
@@ -28,7 +28,7 @@ SAN       := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 endif
 CFLAGS    := $(WARN) -D_GNU_SOURCE -g -O2 -pthread $(INCLUDES) $(SAN)
 LDLIBS    := -ljson-c -lxxhash -llz4 -levent_openssl -levent_pthreads \
-             -levent -lssl -lcrypto -lpthread
+             -levent -lssl -lcrypto -lconfig -lpthread
 ifeq ($(HAVE_RDMA),1)
 LDLIBS    += -lrdmacm -libverbs
 endif
@@ -48,7 +48,7 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/vcpu.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \
-             replicator/snapshot.c
+             $(wildcard replicator/*.c) $(wildcard disk-sync/*.c)
 TP_SRCS   := $(filter-out transport/rdma.c transport/rdma_conn.c transport/rdma_absent.c,$(wildcard transport/*.c))
 ifeq ($(HAVE_RDMA),1)
 TP_SRCS   += transport/rdma.c transport/rdma_conn.c
@@ -56,11 +56,15 @@ else
 TP_SRCS   += transport/rdma_absent.c
 endif
 LIB_SRCS  += $(TP_SRCS)
-CLI_SRCS  := $(wildcard failover-daemon/*.c)
+# failover-daemon/: two programs, `tandem` (the CLI) and `tandemd` (the
+# daemon), over one set of shared objects (config, control socket, ...).
+FD_MAINS  := failover-daemon/tandem.c failover-daemon/tandemd.c
+FD_SRCS   := $(filter-out $(FD_MAINS),$(wildcard failover-daemon/*.c))
+LIB_SRCS  += $(FD_SRCS)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libtandem.a
 TANDEM    := $(BUILD)/tandem
+TANDEMD   := $(BUILD)/tandemd
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -85,7 +89,7 @@ GUEST_ELFS:= $(GUESTS:%=build/guests/%.elf)
 .PHONY: all deps demo test test-unit test-integration asan fuzz bench clean
 .SECONDARY:
 
-all: $(TANDEM) $(GUEST_ELFS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS)
+all: $(TANDEM) $(TANDEMD) $(GUEST_ELFS) $(UNIT_BINS) $(BENCH_BINS) $(TOOL_BINS)
 
 deps:
 	@scripts/deps.sh
@@ -98,7 +102,10 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(TANDEM): $(CLI_OBJS) $(LIB)
+$(TANDEM): $(BUILD)/obj/failover-daemon/tandem.o $(LIB)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(TANDEMD): $(BUILD)/obj/failover-daemon/tandemd.o $(LIB)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
@@ -141,7 +148,7 @@ build/guests/kvstore.elf: $(GUEST_DIR)/kvstore.c $(KVSTORE_SRCS) $(wildcard $(GU
 
 # ---- sanitizer build --------------------------------------------------------
 asan:
-	$(MAKE) BUILD=build/asan build/asan/tandem $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) \
+	$(MAKE) BUILD=build/asan build/asan/tandem build/asan/tandemd $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%) \
 		$(TOOL_SRCS:tests/tools/%.c=build/asan/tools/%) $(GUEST_ELFS)
 
 # ---- fuzzing (clang libFuzzer) ------------------------------------------------

@@ -1,6 +1,6 @@
 /*
- * failover.h - the tandem command line.  This issue provides the local VM
- * commands; the protecting daemon (tandemd) arrives with its own issue.
+ * failover.h - the tandem command line: local VM commands, keys, and the
+ * operator's commands to a protecting daemon (tandemd, daemon.h).
  */
 #ifndef TANDEM_FAILOVER_H
 #define TANDEM_FAILOVER_H
@@ -9,5 +9,9 @@
 int vmctl_main(int argc, char **argv);
 /* `tandem pki ...` (keys and certificates for links): argv[0] is "pki". */
 int pkictl_main(int argc, char **argv);
+
+/* `tandem status|protect|unprotect|set|failover|drill|failpoint ...`:
+ * argv[0] is the command. */
+int protectctl_main(int argc, char **argv);
 
 #endif

@@ -16,6 +16,14 @@ static void tandem_usage(FILE *f)
 		"       tandem vm status|pause|unpause --control SOCK\n"
 		"       tandem vm check FILE              inspect a snapshot, check I4\n"
 		"       tandem pki init|host|psk|show ... keys and certificates for links\n"
+		"       tandem status --control SOCK [--json]   a protected VM's state\n"
+		"       tandem protect|unprotect --control SOCK\n"
+		"       tandem set interval MS|mode remus|kemari|hybrid --control SOCK\n"
+		"       tandem failover --control SOCK --force  promote the standby\n"
+		"       tandem drill --control STANDBY_SOCK [--phase P]\n"
+		"                    [--peer-control PRIMARY_SOCK] [--timeout S]\n"
+		"         kill the primary at phase P (paused, sending, sent,\n"
+		"         acked, released) and report the takeover\n"
 		"run/restore options: --mem SIZE --vcpus N --cmdline STR\n"
 		"       --control SOCK --dirty auto|uffd-wp|mprotect\n"
 		"       --pause-bound USEC --console FILE|- --log LEVEL\n"
@@ -28,6 +36,14 @@ int main(int argc, char **argv)
 		return vmctl_main(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "pki") == 0)
 		return pkictl_main(argc - 1, argv + 1);
+	if (argc >= 2 && (strcmp(argv[1], "status") == 0 ||
+			  strcmp(argv[1], "protect") == 0 ||
+			  strcmp(argv[1], "unprotect") == 0 ||
+			  strcmp(argv[1], "set") == 0 ||
+			  strcmp(argv[1], "failover") == 0 ||
+			  strcmp(argv[1], "drill") == 0 ||
+			  strcmp(argv[1], "failpoint") == 0))
+		return protectctl_main(argc - 1, argv + 1);
 	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 ||
 			  strcmp(argv[1], "--help") == 0 ||
 			  strcmp(argv[1], "help") == 0)) {

@@ -12,6 +12,7 @@
  *   {"cmd":"save","path":P,"stop":B}   pause, write P atomically, then
  *                                      destroy the guest (stop) or resume
  */
+#include "ctlsock.h"
 #include "failover.h"
 #include "hv.h"
 #include "log.h"
@@ -43,7 +44,6 @@
 #define VM_EXIT_FAIL 1
 #define VM_EXIT_USAGE 2
 #define VM_EXIT_CRASH 3
-#define VM_REQUEST_MAX 4096
 #define VM_POLL_MS 100
 
 struct vm_opts {
@@ -256,34 +256,6 @@ static void vm_progress(void *arg, uint64_t done, uint64_t total)
 
 /* ---- the running guest --------------------------------------------------------- */
 
-static int vm_listen(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "tandem: control socket path \"%s\" is longer "
-			"than %zu bytes\n", path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	(void)unlink(path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    listen(fd, 8) != 0) {
-		int rc = -errno;
-
-		fprintf(stderr, "tandem: control socket %s: %s\n", path,
-			strerror(-rc));
-		close(fd);
-		return rc;
-	}
-	chmod(path, 0600);
-	return fd;
-}
-
 static int vm_signalfd(void)
 {
 	sigset_t set;
@@ -297,31 +269,6 @@ static int vm_signalfd(void)
 	return signalfd(-1, &set, SFD_CLOEXEC);
 }
 
-static struct json_object *vm_reply_error(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
-
-static struct json_object *vm_reply_error(const char *fmt, ...)
-{
-	struct json_object *r = json_object_new_object();
-	char msg[256];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	json_object_object_add(r, "ok", json_object_new_boolean(0));
-	json_object_object_add(r, "error", json_object_new_string(msg));
-	return r;
-}
-
-static struct json_object *vm_reply_ok(void)
-{
-	struct json_object *r = json_object_new_object();
-
-	json_object_object_add(r, "ok", json_object_new_boolean(1));
-	return r;
-}
-
 static const struct uvm_start_info *vm_start_info(struct hv_domain *dom)
 {
 	void *p = NULL;
@@ -333,7 +280,7 @@ static const struct uvm_start_info *vm_start_info(struct hv_domain *dom)
 
 static struct json_object *vm_cmd_status(struct vm_session *s)
 {
-	struct json_object *r = vm_reply_ok(), *rep = json_object_new_array();
+	struct json_object *r = ctl_reply_ok(), *rep = json_object_new_array();
 	const struct uvm_start_info *si = vm_start_info(s->dom);
 
 	json_object_object_add(r, "state", json_object_new_string(
@@ -382,7 +329,7 @@ static struct json_object *vm_cmd_save(struct vm_session *s, struct json_object 
 
 	if (!json_object_object_get_ex(req, "path", &jpath) ||
 	    !json_object_is_type(jpath, json_type_string))
-		return vm_reply_error("save needs a \"path\" string");
+		return ctl_reply_error("save needs a \"path\" string");
 	path = json_object_get_string(jpath);
 	stop = json_object_object_get_ex(req, "stop", &jstop) &&
 	       json_object_get_boolean(jstop);
@@ -392,7 +339,7 @@ static struct json_object *vm_cmd_save(struct vm_session *s, struct json_object 
 	if (rc != 0) {
 		if (!was_paused)
 			(void)hv_unpause(s->dom);
-		return vm_reply_error("save to %s failed: %s", path, strerror(-rc));
+		return ctl_reply_error("save to %s failed: %s", path, strerror(-rc));
 	}
 	log_info("saved to %s: %" PRIu64 " pages, %" PRIu64 " bytes in %.1f ms "
 		 "(pause reached in %" PRIu64 " us)", path, st.pages, st.bytes,
@@ -403,7 +350,7 @@ static struct json_object *vm_cmd_save(struct vm_session *s, struct json_object 
 	} else if (!was_paused) {
 		(void)hv_unpause(s->dom);
 	}
-	r = vm_reply_ok();
+	r = ctl_reply_ok();
 	json_object_object_add(r, "pages", json_object_new_int64((int64_t)st.pages));
 	json_object_object_add(r, "bytes", json_object_new_int64((int64_t)st.bytes));
 	json_object_object_add(r, "save_ms", json_object_new_double(st.ns / 1e6));
@@ -412,8 +359,9 @@ static struct json_object *vm_cmd_save(struct vm_session *s, struct json_object 
 	return r;
 }
 
-static struct json_object *vm_dispatch(struct vm_session *s, const char *line)
+static struct json_object *vm_dispatch(void *arg, const char *line)
 {
+	struct vm_session *s = arg;
 	struct json_object *req = json_tokener_parse(line), *jcmd = NULL, *r;
 	const char *cmd;
 	int rc;
@@ -421,7 +369,7 @@ static struct json_object *vm_dispatch(struct vm_session *s, const char *line)
 	if (req == NULL || !json_object_is_type(req, json_type_object) ||
 	    !json_object_object_get_ex(req, "cmd", &jcmd)) {
 		json_object_put(req);
-		return vm_reply_error("request is not a JSON object with \"cmd\"");
+		return ctl_reply_error("request is not a JSON object with \"cmd\"");
 	}
 	cmd = json_object_get_string(jcmd);
 	if (strcmp(cmd, "status") == 0)
@@ -430,56 +378,12 @@ static struct json_object *vm_dispatch(struct vm_session *s, const char *line)
 		r = vm_cmd_save(s, req);
 	else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "unpause") == 0) {
 		rc = cmd[0] == 'p' ? hv_pause(s->dom, NULL) : hv_unpause(s->dom);
-		r = rc ? vm_reply_error("%s failed: %s", cmd, strerror(-rc))
-		       : vm_reply_ok();
+		r = rc ? ctl_reply_error("%s failed: %s", cmd, strerror(-rc))
+		       : ctl_reply_ok();
 	} else
-		r = vm_reply_error("unknown command \"%s\"", cmd);
+		r = ctl_reply_error("unknown command \"%s\"", cmd);
 	json_object_put(req);
 	return r;
-}
-
-static ssize_t vm_read_line(int fd, char *buf, size_t cap)
-{
-	size_t len = 0;
-
-	while (len + 1 < cap) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, 5000) <= 0)
-			return -ETIMEDOUT;
-		n = read(fd, buf + len, cap - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (memchr(buf, '\n', len) != NULL)
-			break;
-	}
-	buf[len] = '\0';
-	return (ssize_t)len;
-}
-
-static void vm_serve_one(struct vm_session *s)
-{
-	char line[VM_REQUEST_MAX];
-	struct json_object *r;
-	const char *out;
-	int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	if (vm_read_line(fd, line, sizeof(line)) <= 0)
-		r = vm_reply_error("no request within 5 s, or longer than %d bytes",
-				   VM_REQUEST_MAX - 1);
-	else
-		r = vm_dispatch(s, line);
-	out = json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN);
-	(void)!write(fd, out, strlen(out));
-	(void)!write(fd, "\n", 1);
-	json_object_put(r);
-	close(fd);
 }
 
 static int vm_shutdown_status(struct vm_session *s)
@@ -509,7 +413,7 @@ static int vm_loop(struct vm_session *s)
 			return VM_EXIT_FAIL;
 		}
 		if (s->listen_fd >= 0 && (p[1].revents & POLLIN))
-			vm_serve_one(s);
+			ctl_serve_one(s->listen_fd, vm_dispatch, s);
 	}
 	return s->exit_code;
 }
@@ -521,7 +425,7 @@ static int vm_session_run(struct vm_session *s, const char *control)
 	s->listen_fd = -1;
 	s->control = control;
 	if (control != NULL) {
-		s->listen_fd = vm_listen(control);
+		s->listen_fd = ctl_listen(control);
 		if (s->listen_fd < 0)
 			return VM_EXIT_FAIL;
 	}
@@ -590,27 +494,17 @@ static int vm_cmd_run(int argc, char **argv, bool restore)
 
 static int vm_request(const char *control, const char *req)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char reply[VM_REQUEST_MAX];
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	ssize_t n;
+	char reply[CTL_LINE_MAX];
+	int rc;
 
-	if (control == NULL || strlen(control) >= sizeof(sa.sun_path)) {
+	if (control == NULL) {
 		fprintf(stderr, "tandem: --control SOCK is required\n");
 		return VM_EXIT_USAGE;
 	}
-	strcpy(sa.sun_path, control);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr, "tandem: cannot reach %s: %s\n", control,
-			strerror(errno));
-		return VM_EXIT_FAIL;
-	}
-	(void)!write(fd, req, strlen(req));
-	(void)!write(fd, "\n", 1);
-	n = vm_read_line(fd, reply, sizeof(reply));
-	close(fd);
-	if (n <= 0) {
-		fprintf(stderr, "tandem: no reply from %s\n", control);
+	rc = ctl_request(control, req, reply, sizeof(reply), 60000);
+	if (rc != 0) {
+		fprintf(stderr, "tandem: no reply from %s: %s\n", control,
+			strerror(-rc));
 		return VM_EXIT_FAIL;
 	}
 	fputs(reply, stdout);

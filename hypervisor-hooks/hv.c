@@ -290,6 +290,11 @@ int hv_gate_release(struct hv_domain *dom, uint64_t epoch)
 	return dom->ops->gate_release(dom, epoch);
 }
 
+int hv_disk_tap(struct hv_domain *dom, hv_disk_tap_fn fn, void *arg)
+{
+	return dom->ops->disk_tap(dom, fn, arg);
+}
+
 int hv_evtchn_hook(struct hv_domain *dom, hv_evtchn_hook_fn fn, void *arg)
 {
 	return dom->ops->evtchn_hook(dom, fn, arg);

@@ -203,6 +203,18 @@ int hv_gate_hold(struct hv_domain *dom, bool hold);
 uint64_t hv_gate_next_epoch(struct hv_domain *dom);
 int hv_gate_release(struct hv_domain *dom, uint64_t epoch);
 
+/*
+ * Disk tap: fn sees every guest write to the disk image, with its bytes
+ * (offset and length in bytes), after the image has it and before its
+ * completion can reach the guest.  It runs on the block back end's thread
+ * and must not block for long.  Set or clear (fn NULL) while paused.
+ * -ENODEV when the domain has no disk.
+ */
+struct iovec;
+typedef void (*hv_disk_tap_fn)(void *arg, uint64_t offset,
+			       const struct iovec *iov, int iovcnt, size_t len);
+int hv_disk_tap(struct hv_domain *dom, hv_disk_tap_fn fn, void *arg);
+
 /* Event channels. */
 int hv_evtchn_hook(struct hv_domain *dom, hv_evtchn_hook_fn fn, void *arg);
 int hv_evtchn_send(struct hv_domain *dom, uint32_t port);

@@ -10,6 +10,7 @@
  * guest.
  */
 #include "replicator.h"
+#include "rep_int.h"
 #include "log.h"
 #include "wire.h"
 
@@ -24,14 +25,6 @@
 
 #define SNAP_FLUSH_BYTES (8u << 20)
 #define SNAP_PROGRESS_PAGES 65536
-
-static uint64_t snap_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static bool snap_bit(const uint64_t *bm, uint64_t i)
 {
@@ -125,21 +118,6 @@ static int snap_put_pages(struct snap_writer *w, rep_progress_fn progress,
 	return rc;
 }
 
-static void snap_vcpu_to_wire(const struct hv_vcpu_state *hs, unsigned id,
-			      struct wire_vcpu_state *ws)
-{
-	ws->vcpu_id = id;
-	memcpy(ws->gpr, hs->gpr, sizeof(ws->gpr));
-	ws->rip = hs->rip;
-	ws->rflags = hs->rflags;
-	ws->fs_base = hs->fs_base;
-	ws->gs_base = hs->gs_base;
-	ws->xfeatures = hs->xfeatures;
-	ws->timer_deadline_ns = hs->timer_deadline_ns;
-	ws->xsave_len = hs->xsave_len;
-	memcpy(ws->xsave, hs->xsave, hs->xsave_len);
-}
-
 static int snap_put_vcpus(struct snap_writer *w)
 {
 	struct hv_vcpu_state *hs = malloc(sizeof(*hs));
@@ -149,7 +127,7 @@ static int snap_put_vcpus(struct snap_writer *w)
 	for (unsigned i = 0; rc == 0 && i < hv_nr_vcpus(w->dom); i++) {
 		rc = hv_vcpu_save(w->dom, i, hs);
 		if (rc == 0) {
-			snap_vcpu_to_wire(hs, i, ws);
+			rep_vcpu_to_wire(hs, i, ws);
 			rc = wire_vcpu_state_put(&w->buf, 0, ws, &w->sum);
 		}
 	}
@@ -198,7 +176,7 @@ int rep_snapshot_save(struct hv_domain *dom, int fd, rep_progress_fn progress,
 		      void *arg, struct rep_snapshot_stats *stats)
 {
 	struct snap_writer w = { .dom = dom, .fd = fd };
-	uint64_t t0 = snap_now_ns(), pages = 0;
+	uint64_t t0 = rep_now_ns(), pages = 0;
 	int rc;
 
 	memset(stats, 0, sizeof(*stats));
@@ -228,7 +206,7 @@ int rep_snapshot_save(struct hv_domain *dom, int fd, rep_progress_fn progress,
 	wire_buf_fini(&w.buf);
 	stats->pages = pages;
 	stats->bytes = w.bytes;
-	stats->ns = snap_now_ns() - t0;
+	stats->ns = rep_now_ns() - t0;
 	return rc;
 }
 
@@ -335,16 +313,7 @@ static int snap_apply_vcpu(struct snap_reader *r, const struct wire_record *rec)
 				 "range (%" PRIu32 " vCPUs) or repeated",
 				 ws->vcpu_id, r->di.nr_vcpus);
 	r->vcpus_seen |= 1ULL << ws->vcpu_id;
-	memset(hs, 0, sizeof(*hs));
-	memcpy(hs->gpr, ws->gpr, sizeof(hs->gpr));
-	hs->rip = ws->rip;
-	hs->rflags = ws->rflags;
-	hs->fs_base = ws->fs_base;
-	hs->gs_base = ws->gs_base;
-	hs->xfeatures = ws->xfeatures;
-	hs->timer_deadline_ns = ws->timer_deadline_ns;
-	hs->xsave_len = ws->xsave_len;
-	memcpy(hs->xsave, ws->xsave, ws->xsave_len);
+	rep_vcpu_from_wire(ws, hs);
 	rc = hv_vcpu_load(r->dom, ws->vcpu_id, hs);
 	return rc ? snap_fail(r, rec, rc, "vcpu %" PRIu32 " state refused "
 			      "(see the log line above)", ws->vcpu_id)
@@ -443,7 +412,7 @@ int rep_snapshot_restore(int fd, const char *name, const struct hv_config *cfg,
 {
 	struct snap_reader r = { .name = name, .cfg = *cfg, .err = err,
 				 .errlen = errlen };
-	uint64_t t0 = snap_now_ns();
+	uint64_t t0 = rep_now_ns();
 	int rc = -ENOMEM;
 
 	*out = NULL;
@@ -468,7 +437,7 @@ int rep_snapshot_restore(int fd, const char *name, const struct hv_config *cfg,
 		hv_domain_free(r.dom);
 		return rc;
 	}
-	stats->ns = snap_now_ns() - t0;
+	stats->ns = rep_now_ns() - t0;
 	*out = r.dom;
 	return 0;
 }

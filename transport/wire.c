@@ -388,6 +388,14 @@ static const struct wire_type_info wire_types[] = {
 	{ WIRE_REC_LINK_PONG, "LINK_PONG", 16, 16, true },
 	{ WIRE_REC_LINK_SYNC, "LINK_SYNC", 8, 8 + 8 * 17, true },
 	{ WIRE_REC_LINK_BYE, "LINK_BYE", 0, 256, true },
+	{ WIRE_REC_DISK_WRITE, "DISK_WRITE", 24 + 512, 24 + (1u << 20), true },
+	{ WIRE_REC_REP_HELLO, "REP_HELLO", 48, 48 + 63, true },
+	{ WIRE_REC_REP_WELCOME, "REP_WELCOME", 48, 48 + 255, true },
+	{ WIRE_REC_REP_EPOCH_END, "REP_EPOCH_END", 64, 64, true },
+	{ WIRE_REC_REP_ACK, "REP_ACK", 16, 16, true },
+	{ WIRE_REC_REP_HEARTBEAT, "REP_HEARTBEAT", 32, 32, true },
+	{ WIRE_REC_REP_DRILL, "REP_DRILL", 8, 8, true },
+	{ WIRE_REC_REP_HANDOVER, "REP_HANDOVER", 16, 16, true },
 };
 
 static const struct wire_type_info *type_find(uint32_t type)

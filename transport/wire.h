@@ -66,6 +66,7 @@ enum wire_record_type {
 	WIRE_REC_DEVICE_STATE = 4,
 	WIRE_REC_END = 5,
 	WIRE_REC_PAGE_CODED = 6,     /* pages through the page codecs */
+	WIRE_REC_DISK_WRITE = 7,     /* guest disk bytes (disk-sync/) */
 	/* Link records (docs/transport.md): only in LINK streams. */
 	WIRE_REC_LINK_HELLO = 0x101,
 	WIRE_REC_LINK_WELCOME = 0x102,
@@ -75,6 +76,14 @@ enum wire_record_type {
 	WIRE_REC_LINK_PONG = 0x106,
 	WIRE_REC_LINK_SYNC = 0x107,
 	WIRE_REC_LINK_BYE = 0x108,
+	/* Replication records (docs/replication.md): only in LINK streams. */
+	WIRE_REC_REP_HELLO = 0x201,
+	WIRE_REC_REP_WELCOME = 0x202,
+	WIRE_REC_REP_EPOCH_END = 0x203,
+	WIRE_REC_REP_ACK = 0x204,
+	WIRE_REC_REP_HEARTBEAT = 0x205,
+	WIRE_REC_REP_DRILL = 0x206,
+	WIRE_REC_REP_HANDOVER = 0x207,
 };
 
 /*

@@ -75,16 +75,26 @@ static struct uvm_blk *blk_of(struct uvm_dev *dev)
 
 /* ---- the image ------------------------------------------------------------ */
 
-/* The one path every write to the image takes. */
+/*
+ * The one path every write to the image takes.  The domain's disk tap
+ * (hv_disk_tap: disk replication) sees each write that reached the image,
+ * before its completion can reach the guest; it is only changed while the
+ * domain is paused, when this thread is quiesced.
+ */
 static int blk_disk_write(struct uvm_blk *b, uint64_t sector,
 			  const struct iovec *iov, int iovcnt, size_t len)
 {
-	ssize_t n = pwritev(b->fd, iov, iovcnt,
-			    (off_t)(sector * UVM_BLK_SECTOR_SIZE));
+	struct uvm_domain *dom = b->dev.dom;
+	uint64_t off = sector * UVM_BLK_SECTOR_SIZE;
+	ssize_t n = pwritev(b->fd, iov, iovcnt, (off_t)off);
 
 	if (n < 0)
 		return -errno;
-	return (size_t)n == len ? 0 : -EIO;
+	if ((size_t)n != len)
+		return -EIO;
+	if (dom->disk_tap != NULL)
+		dom->disk_tap(dom->disk_tap_arg, off, iov, iovcnt, len);
+	return 0;
 }
 
 static int blk_disk_read(struct uvm_blk *b, uint64_t sector,

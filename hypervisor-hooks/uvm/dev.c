@@ -85,6 +85,8 @@ int uvm_devs_create(struct uvm_domain *dom, bool build)
 		rc = uvm_blk_new(dom, dom->cfg.disk, build, &dev);
 		if (rc == 0)
 			rc = dev_add(dom, dev);
+		if (rc == 0)
+			dom->blk = dev;
 	}
 	if (rc == 0 && dom->cfg.listen != NULL) {
 		rc = uvm_stream_new(dom, dom->cfg.listen, build, &dev);

@@ -498,6 +498,19 @@ static int uvm_platform_info(const struct hv_domain *hd, struct hv_platform *out
 	return 0;
 }
 
+static int uvm_disk_tap(struct hv_domain *hd, hv_disk_tap_fn fn, void *arg)
+{
+	struct uvm_domain *dom = uvm_dom(hd);
+
+	if (!dom->paused)
+		return -EBUSY;
+	if (dom->blk == NULL)
+		return -ENODEV;
+	dom->disk_tap = fn;
+	dom->disk_tap_arg = arg;
+	return 0;
+}
+
 static int uvm_evtchn_hook(struct hv_domain *hd, hv_evtchn_hook_fn fn, void *arg)
 {
 	struct uvm_domain *dom = uvm_dom(hd);
@@ -551,6 +564,7 @@ const struct hv_ops hv_uvm_ops = {
 	.gate_hold = uvm_gate_hold,
 	.gate_next_epoch = uvm_gate_next,
 	.gate_release = uvm_gate_free,
+	.disk_tap = uvm_disk_tap,
 	.evtchn_hook = uvm_evtchn_hook,
 	.evtchn_send = uvm_evtchn_send,
 };

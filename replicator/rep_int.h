@@ -1,0 +1,55 @@
+/*
+ * rep_int.h - what the checkpoint engine (primary.c), the replica
+ * (standby.c) and the snapshot code share.  Internal to replicator/.
+ */
+#ifndef TANDEM_REP_INT_H
+#define TANDEM_REP_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "hv.h"
+#include "replicator.h"
+#include "wire.h"
+
+/* Channels of a replication link. */
+#define REP_CHAN_CTL 0   /* state, END, ACK, heartbeats: ordered */
+#define REP_CHAN_PAGES 1 /* PAGE_CODED */
+#define REP_CHAN_DISK 2  /* DISK_WRITE: one channel keeps write order */
+#define REP_NR_BULK 2
+#define REP_MAX_DEVICES 8
+#define REP_HELLO_TIMEOUT_MS 5000
+
+uint64_t rep_now_ns(void);
+
+void rep_vcpu_to_wire(const struct hv_vcpu_state *hs, unsigned id,
+		      struct wire_vcpu_state *ws);
+void rep_vcpu_from_wire(const struct wire_vcpu_state *ws,
+			struct hv_vcpu_state *hs);
+
+/* The body of the one record in buf (put there by a wire_*_put). */
+void rep_record_body(const struct wire_buf *buf, const uint8_t **body,
+		     size_t *len);
+
+/*
+ * Control-channel sender: records on a channel must not go back in epoch,
+ * and the engine, the receiver and the daemon's heartbeat all send on
+ * channel 0, so they share one lock and one epoch stamp.
+ */
+struct rep_ctl {
+	pthread_mutex_t lock;
+	struct tp_link *link;
+	uint64_t stamp;         /* epoch of the last record sent */
+};
+
+void rep_ctl_init(struct rep_ctl *c);
+void rep_ctl_fini(struct rep_ctl *c);
+void rep_ctl_set_link(struct rep_ctl *c, struct tp_link *link);
+/* epoch 0 = the stamp as it is. */
+int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
+		 const void *body, size_t len);
+int rep_ctl_sync(struct rep_ctl *c, uint64_t epoch);
+void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
+		       uint64_t generation, uint64_t epoch);
+
+#endif

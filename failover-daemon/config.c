@@ -540,6 +540,7 @@ static const struct rule link_rules[] = {
 static const struct rule host_rules[] = {
 	{ .key = "name", .kind = K_NAME, HF(name) },
 	{ .key = "address", .kind = K_ADDR, HF(address) },
+	{ .key = "listen", .kind = K_ADDR, HF(listen) },
 	{ .key = "heartbeat", .kind = K_ADDR, HF(heartbeat) },
 	{ .key = "stream", .kind = K_ADDR, HF(stream) },
 	{ .key = "control", .kind = K_SOCK, HF(control) },
@@ -1099,6 +1100,7 @@ static int check_pair(struct ld *ld)
 	static const struct { const char *key; size_t off; bool addr; }
 	one[] = {
 		{ "stream", offsetof(struct td_host, stream), true },
+		{ "listen", offsetof(struct td_host, listen), true },
 		{ "disk", offsetof(struct td_host, disk), false },
 		{ "console", offsetof(struct td_host, console), false },
 		{ "cert", offsetof(struct td_host, cert), false },
@@ -1321,7 +1323,7 @@ int td_config_link(const struct td_config *cfg, int self,
 			return -EINVAL;
 		}
 	}
-	tp->nr_bulk = 2;
+	tp->nr_bulk = 1;
 	rc = tp_config_check(tp, why, sizeof(why));
 	if (rc) {
 		tp_config_init(tp);

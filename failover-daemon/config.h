@@ -29,6 +29,8 @@ enum td_mode {
 struct td_host {
 	char name[TP_NAME_MAX];      /* link_name_ok() */
 	char address[TD_ADDR_MAX];   /* replication link, HOST:PORT */
+	char listen[TD_ADDR_MAX];    /* where this host binds it, when not
+					address (NAT, a relay); or "" */
 	char heartbeat[TD_ADDR_MAX]; /* second heartbeat path (UDP), or "" */
 	char stream[TD_ADDR_MAX];    /* the guest's stream device, HOST:PORT */
 	char control[108];           /* control socket path (sun_path) */

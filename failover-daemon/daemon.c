@@ -23,6 +23,7 @@
 #include "ctlsock.h"
 #include "daemon.h"
 #include "hbpath.h"
+#include "i4check.h"
 #include "log.h"
 #include "transport.h"
 
@@ -41,7 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TD_CONNECT_EVERY_MS 1000
+#define TD_CONNECT_EVERY_MS 200
 #define TD_CONNECT_TIMEOUT_MS 2000
 #define TD_TICK_MAX_MS 20
 #define TD_HELLO_WAIT_MS 5000
@@ -669,6 +670,38 @@ static struct json_object *td_cmd_failover(struct td *td,
 	return ctl_reply_ok();
 }
 
+struct td_check {
+	char msg[320];
+	uint64_t epoch;
+};
+
+static int td_check_fn(void *arg, struct hv_domain *dom, uint64_t epoch)
+{
+	struct td_check *c = arg;
+
+	c->epoch = epoch;
+	return i4_check_domain(dom, c->msg, sizeof(c->msg));
+}
+
+/* I4 on this standby's committed image (a pagetest guest). */
+static struct json_object *td_cmd_check(struct td *td)
+{
+	struct td_check c = { .msg = "" };
+	struct json_object *r;
+	int rc;
+
+	if (td->sb == NULL)
+		return ctl_reply_error("check: %s is not a standby",
+				       td->me->name);
+	rc = rep_standby_inspect(td->sb, td_check_fn, &c);
+	if (rc == -ENODATA)
+		return ctl_reply_error("check: no committed epoch yet");
+	r = rc == 0 ? ctl_reply_ok() : ctl_reply_error("%s", c.msg);
+	js_add_str(r, "i4", c.msg);
+	js_add_u64(r, "epoch", c.epoch);
+	return r;
+}
+
 static struct json_object *td_ctl_dispatch(void *arg, const char *line)
 {
 	struct td *td = arg;
@@ -700,6 +733,8 @@ static struct json_object *td_ctl_dispatch(void *arg, const char *line)
 		}
 	} else if (strcmp(cmd, "set") == 0) {
 		r = td_cmd_set(td, req);
+	} else if (strcmp(cmd, "check") == 0) {
+		r = td_cmd_check(td);
 	} else if (strcmp(cmd, "failover") == 0) {
 		r = td_cmd_failover(td, req);
 	} else if (strcmp(cmd, "drill") == 0 || strcmp(cmd, "failpoint") == 0) {
@@ -812,8 +847,10 @@ static int td_open(struct td *td, const struct td_options *o)
 	if (rc == 0)
 		rc = tp_ctx_new(&td->ctx);
 	if (rc == 0)
-		rc = tp_listen(td->ctx, &td->tpc, td->me->address, &td->lst, err,
-			       sizeof(err));
+		rc = tp_listen(td->ctx, &td->tpc, td->me->listen[0]
+						  ? td->me->listen
+						  : td->me->address,
+			       &td->lst, err, sizeof(err));
 	if (rc != 0) {
 		fprintf(stderr, "tandemd: %s\n", err[0] ? err : strerror(-rc));
 		return rc;

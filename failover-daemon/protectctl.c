@@ -391,6 +391,20 @@ int protectctl_main(int argc, char **argv)
 	if (strcmp(cmd, "failover") == 0)
 		json_object_object_add(req, "force",
 				       json_object_new_boolean(o.force));
+	if (strcmp(cmd, "check") == 0) {
+		struct json_object *r;
+		int rc = pc_call(o.control, req, &r);
+
+		json_object_put(req);
+		if (rc != 0)
+			return 1;
+		printf("%s (epoch %" PRId64 ")\n", pc_ok(r) ? js_s(r, "i4")
+							  : js_s(r, "error"),
+		       js_i(r, "epoch"));
+		rc = pc_ok(r) ? 0 : 1;
+		json_object_put(r);
+		return rc;
+	}
 	if (strcmp(cmd, "failpoint") == 0)
 		json_object_object_add(req, "phase", json_object_new_string(
 						   o.phase ? o.phase : "sent"));

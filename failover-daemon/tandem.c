@@ -20,6 +20,8 @@ static void tandem_usage(FILE *f)
 		"       tandem protect|unprotect --control SOCK\n"
 		"       tandem set interval MS|mode remus|kemari|hybrid --control SOCK\n"
 		"       tandem failover --control SOCK --force  promote the standby\n"
+		"       tandem check --control STANDBY_SOCK   I4 on the replica (pagetest)\n"
+		"       tandem failpoint --control PRIMARY_SOCK --phase P  die at P\n"
 		"       tandem drill --control STANDBY_SOCK [--phase P]\n"
 		"                    [--peer-control PRIMARY_SOCK] [--timeout S]\n"
 		"         kill the primary at phase P (paused, sending, sent,\n"
@@ -42,7 +44,8 @@ int main(int argc, char **argv)
 			  strcmp(argv[1], "set") == 0 ||
 			  strcmp(argv[1], "failover") == 0 ||
 			  strcmp(argv[1], "drill") == 0 ||
-			  strcmp(argv[1], "failpoint") == 0))
+			  strcmp(argv[1], "failpoint") == 0 ||
+			  strcmp(argv[1], "check") == 0))
 		return protectctl_main(argc - 1, argv + 1);
 	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 ||
 			  strcmp(argv[1], "--help") == 0 ||

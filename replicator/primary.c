@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -262,8 +263,8 @@ static void rx_one(struct rep_primary *p, const struct tp_msg *m)
 	switch (m->type) {
 	case WIRE_REC_REP_ACK:
 		if (rep_ack_decode(m->body, m->len, &ack, err, sizeof(err)) == 0) {
-			ds_log_acked(p->dlog, ack.epoch);
 			pthread_mutex_lock(&p->lock);
+			ds_log_acked(p->dlog, ack.epoch); /* dlog swaps under lock */
 			if (ack.epoch > p->epoch)
 				log_error("replicator: ack of epoch %" PRIu64
 					  " never made; ignored", ack.epoch);
@@ -348,16 +349,12 @@ static void eng_link_down(struct rep_primary *p)
 
 /* ---- streaming ---------------------------------------------------------- */
 
-static int eng_send(struct rep_primary *p, struct tp_link *link, unsigned chan,
+static int eng_send(struct rep_primary *p, struct tp_link *link,
 		    uint32_t type, const void *body, size_t len)
 {
 	uint64_t e = p->epoch + 1;
-	int rc;
+	int rc = tp_send(link, REP_CHAN_DATA, type, e, body, len);
 
-	if (chan == REP_CHAN_CTL)
-		rc = rep_ctl_send(&p->ctl, type, e, body, len);
-	else
-		rc = tp_send(link, chan, type, e, body, len);
 	p->cur_records++;
 	p->cur_digest += rep_record_digest(type, e, body, len);
 	p->cur_bytes += len + WIRE_RECORD_HEADER_SIZE;
@@ -375,7 +372,7 @@ static int eng_emit_disk(void *arg, const uint8_t *body, size_t len)
 	struct eng_emit *em = arg;
 
 	em->bytes += len - DS_WRITE_HEADER;
-	return eng_send(em->p, em->link, REP_CHAN_DISK, WIRE_REC_DISK_WRITE,
+	return eng_send(em->p, em->link, WIRE_REC_DISK_WRITE,
 			body, len);
 }
 
@@ -397,8 +394,7 @@ static int eng_send_pages(struct rep_primary *p, struct tp_link *link,
 		wire_buf_reset(&p->buf);
 		rc = codec_enc_pages(p->enc, n, pfn + at, ptr, &p->buf, NULL);
 		if (rc == 0)
-			rc = eng_send(p, link, REP_CHAN_PAGES,
-				      WIRE_REC_PAGE_CODED, p->buf.data,
+			rc = eng_send(p, link, WIRE_REC_PAGE_CODED, p->buf.data,
 				      p->buf.len);
 		if (at == 0)
 			eng_failpoint(p, REP_PHASE_SENDING);
@@ -484,8 +480,7 @@ static int eng_send_state(struct rep_primary *p, struct tp_link *link)
 		rc = wire_vcpu_state_put(&p->buf, 0, ws, NULL);
 		rep_record_body(&p->buf, &body, &len);
 		if (rc == 0)
-			rc = eng_send(p, link, REP_CHAN_CTL,
-				      WIRE_REC_VCPU_STATE, body, len);
+			rc = eng_send(p, link, WIRE_REC_VCPU_STATE, body, len);
 	}
 	for (unsigned i = 0; rc == 0 && i < st->nr_devs; i++) {
 		struct wire_device_state ds = {
@@ -497,8 +492,7 @@ static int eng_send_state(struct rep_primary *p, struct tp_link *link)
 		rc = wire_device_state_put(&p->buf, 0, &ds, NULL);
 		rep_record_body(&p->buf, &body, &len);
 		if (rc == 0)
-			rc = eng_send(p, link, REP_CHAN_CTL,
-				      WIRE_REC_DEVICE_STATE, body, len);
+			rc = eng_send(p, link, WIRE_REC_DEVICE_STATE, body, len);
 	}
 	free(ws);
 	return rc;
@@ -515,16 +509,14 @@ static int eng_send_end(struct rep_primary *p, bool full, uint64_t pages,
 		.flags = full ? REP_END_FULL : 0,
 	};
 	uint8_t body[64];
-	int rc;
+	struct tp_link *link;
 
 	pthread_mutex_lock(&p->lock);
 	end.base = full ? 0 : p->resume_from;
+	link = p->link;
 	pthread_mutex_unlock(&p->lock);
-	rc = rep_ctl_sync(&p->ctl, end.epoch);
-	if (rc == 0)
-		rc = rep_ctl_send(&p->ctl, WIRE_REC_REP_EPOCH_END, end.epoch,
-				  body, rep_epoch_end_encode(&end, body));
-	return rc;
+	return tp_send(link, REP_CHAN_DATA, WIRE_REC_REP_EPOCH_END, end.epoch,
+		       body, rep_epoch_end_encode(&end, body));
 }
 
 /* ---- one checkpoint -------------------------------------------------------- */
@@ -658,11 +650,15 @@ static int eng_sync_begin(struct rep_primary *p)
 			p->out_ports[p->nr_out_ports++] = ds->port;
 	free(ds);
 	if (p->disk_fd >= 0) {
+		struct ds_log *fresh = NULL;
+
 		if (p->tap_on)
 			hv_disk_tap(p->dom, NULL, NULL);
+		rc = ds_log_new(p->disk_bytes, &fresh);
+		pthread_mutex_lock(&p->lock);
 		ds_log_free(p->dlog);
-		p->dlog = NULL;
-		rc = ds_log_new(p->disk_bytes, &p->dlog);
+		p->dlog = fresh;
+		pthread_mutex_unlock(&p->lock);
 		if (rc == 0)
 			rc = hv_disk_tap(p->dom, eng_tap, p);
 		p->tap_on = rc == 0;
@@ -706,7 +702,7 @@ static int eng_send_domain_info(struct rep_primary *p, struct tp_link *link)
 	if (rc != 0)
 		return rc;
 	rep_record_body(&p->buf, &body, &len);
-	return eng_send(p, link, REP_CHAN_CTL, WIRE_REC_DOMAIN_INFO, body, len);
+	return eng_send(p, link, WIRE_REC_DOMAIN_INFO, body, len);
 }
 
 /* Send the pages of bm while the guest runs, clearing their bits. */
@@ -954,14 +950,23 @@ static void att_resume(struct rep_primary *p, uint64_t c)
 		 p->vm_name, c, c + 1, p->epoch);
 }
 
-/* (L) held: a new session with a full copy. */
-static void att_new_session(struct rep_primary *p)
+/* (L) held: before HELLO, a fresh session id unless there is a session
+ * a standby could resume. */
+static void att_pick_session(struct rep_primary *p)
 {
 	uint64_t s = 0;
 
+	if (p->session != 0 && !p->resync && p->state == REP_ENG_DEGRADED)
+		return;
 	while (s == 0)
-		s = ((uint64_t)random() << 32) ^ (uint64_t)random() ^ rep_now_ns();
+		if (getrandom(&s, sizeof(s), 0) != sizeof(s))
+			s = rep_now_ns();
 	p->session = s;
+}
+
+/* (L) held: a new session with a full copy. */
+static void att_new_session(struct rep_primary *p)
+{
 	p->resume_from = 0;
 	p->resync = false;
 	p->checkpoints_in_session = 0;
@@ -984,6 +989,7 @@ int rep_primary_attach(struct rep_primary *p, struct tp_link *link,
 
 	pthread_mutex_lock(&p->lock);
 	rc = p->link != NULL ? -EBUSY : 0;
+	att_pick_session(p);
 	pthread_mutex_unlock(&p->lock);
 	if (rc == 0)
 		rc = att_hello(p, link, &w, err, errlen);

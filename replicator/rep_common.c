@@ -91,19 +91,6 @@ int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
 	return rc;
 }
 
-int rep_ctl_sync(struct rep_ctl *c, uint64_t epoch)
-{
-	int rc = -ENOTCONN;
-
-	pthread_mutex_lock(&c->lock);
-	if (epoch > c->stamp)
-		c->stamp = epoch;
-	if (c->link != NULL)
-		rc = tp_sync(c->link, c->stamp);
-	pthread_mutex_unlock(&c->lock);
-	return rc;
-}
-
 void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
 		       uint64_t generation, uint64_t epoch)
 {

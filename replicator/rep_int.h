@@ -12,11 +12,16 @@
 #include "replicator.h"
 #include "wire.h"
 
-/* Channels of a replication link. */
-#define REP_CHAN_CTL 0   /* state, END, ACK, heartbeats: ordered */
-#define REP_CHAN_PAGES 1 /* PAGE_CODED */
-#define REP_CHAN_DISK 2  /* DISK_WRITE: one channel keeps write order */
-#define REP_NR_BULK 2
+/*
+ * Channels of a replication link.  Every record of an epoch goes on the
+ * one data channel, in order, END last: records of epoch e+1 can never
+ * overtake e's END (bulk channels are not ordered with each other), and
+ * disk writes keep their order.  The control channel carries what must
+ * not wait behind a large epoch: HELLO, heartbeats, ACK, DRILL.
+ */
+#define REP_CHAN_CTL 0
+#define REP_CHAN_DATA 1
+#define REP_NR_BULK 1
 #define REP_MAX_DEVICES 8
 #define REP_HELLO_TIMEOUT_MS 5000
 
@@ -48,7 +53,6 @@ void rep_ctl_set_link(struct rep_ctl *c, struct tp_link *link);
 /* epoch 0 = the stamp as it is. */
 int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
 		 const void *body, size_t len);
-int rep_ctl_sync(struct rep_ctl *c, uint64_t epoch);
 void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
 		       uint64_t generation, uint64_t epoch);
 

@@ -235,5 +235,12 @@ int rep_standby_promote(struct rep_standby *s, struct hv_domain **dom,
 			struct rep_promote_info *info, char *err,
 			size_t errlen);
 void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *out);
+/* Run fn on the replica domain holding the last committed epoch, with no
+ * epoch being applied meanwhile.  -ENODATA if nothing is committed;
+ * otherwise fn's result. */
+int rep_standby_inspect(struct rep_standby *s,
+			int (*fn)(void *arg, struct hv_domain *dom,
+				  uint64_t epoch),
+			void *arg);
 
 #endif

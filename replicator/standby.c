@@ -5,7 +5,7 @@
  * The replica is a domain that never runs until promotion: its memory is
  * the committed image.  An epoch's records go to a side buffer (pages,
  * vCPU and device state) and the disk replica's stage; only when its
- * REP_EPOCH_END arrives after the epoch's SYNC, with the right base, the
+ * REP_EPOCH_END arrives (last on the data channel), with the right base, the
  * right record count and digest and the state of every vCPU, is it
  * applied: pages copied into the domain, disk writes applied, vCPU and
  * device state kept as the committed ones; then REP_ACK.  A link that
@@ -51,6 +51,7 @@ struct rep_standby {
 	struct wire_vcpu_state *ws;
 
 	pthread_mutex_t lock;
+	pthread_mutex_t apply_lock;   /* an epoch being applied to dom */
 	struct rep_ctl ctl;
 	struct tp_link *link;         /* (L) */
 	pthread_t rx;
@@ -70,7 +71,6 @@ struct rep_standby {
 
 	/* the open epoch (receiver thread) */
 	uint64_t open_epoch;
-	uint64_t sync_epoch;          /* highest SYNC seen */
 	uint64_t rec_count, rec_digest;
 	uint64_t *st_pfn;
 	uint8_t *st_pages;
@@ -305,9 +305,6 @@ static int sb_check_end(struct rep_standby *s, const struct rep_epoch_end *e,
 	if (e->epoch != s->open_epoch)
 		return sb_fail(s, "END of epoch %" PRIu64 ", open epoch %" PRIu64,
 			       e->epoch, s->open_epoch);
-	if (s->sync_epoch < e->epoch)
-		return sb_fail(s, "END of epoch %" PRIu64 " before its SYNC",
-			       e->epoch);
 	if (!!(e->flags & REP_END_FULL) != s->full ||
 	    (!s->full && e->base != committed))
 		return sb_fail(s, "epoch %" PRIu64 " builds on %" PRIu64
@@ -362,10 +359,13 @@ static int sb_end(struct rep_standby *s, const struct tp_msg *m)
 	committed = s->committed;
 	pthread_mutex_unlock(&s->lock);
 	rc = sb_check_end(s, &e, committed);
+	pthread_mutex_lock(&s->apply_lock);
 	if (rc == 0)
 		rc = sb_apply(s, &e);
-	if (rc != 0)
+	if (rc != 0) {
+		pthread_mutex_unlock(&s->apply_lock);
 		return rc;
+	}
 	pthread_mutex_lock(&s->lock);
 	s->committed = e.epoch;
 	s->commits++;
@@ -374,6 +374,7 @@ static int sb_end(struct rep_standby *s, const struct tp_msg *m)
 	s->last_disk_bytes = e.disk_bytes;
 	sb_set_state(s, REP_SB_REPLICATING);
 	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->apply_lock);
 	if (s->full)
 		log_info("replicator: standby %s: first epoch %" PRIu64
 			 " committed: the VM is protected", s->vm_name, e.epoch);
@@ -409,9 +410,6 @@ static int sb_dispatch(struct rep_standby *s, const struct tp_msg *m)
 	int rc = 0;
 
 	switch (m->type) {
-	case TP_MSG_SYNC:
-		s->sync_epoch = m->epoch;
-		return 0;
 	case WIRE_REC_REP_HEARTBEAT:
 		return sb_heartbeat_in(s, m);
 	case WIRE_REC_REP_EPOCH_END:
@@ -543,6 +541,27 @@ void rep_link_refuse(struct tp_link *link, uint32_t status, enum rep_role role,
 	tp_link_free(link);
 }
 
+/* Tear down a link whose receiver has stopped (or stop it). */
+static void sb_link_reap(struct rep_standby *s)
+{
+	struct tp_link *link;
+
+	pthread_mutex_lock(&s->lock);
+	link = s->link;
+	pthread_mutex_unlock(&s->lock);
+	if (link == NULL)
+		return;
+	tp_link_abort(link);
+	if (s->rx_running)
+		pthread_join(s->rx, NULL);
+	s->rx_running = false;
+	rep_ctl_set_link(&s->ctl, NULL);
+	tp_link_free(link);
+	pthread_mutex_lock(&s->lock);
+	s->link = NULL;
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* A new session: a fresh domain and a zeroed disk for its full copy. */
 static int sb_fresh_replica(struct rep_standby *s, char *err, size_t errlen)
 {
@@ -594,9 +613,14 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 {
 	struct rep_welcome w = { .status = REP_WELCOME_ACCEPT,
 				 .role = REP_ROLE_STANDBY };
-	bool resume;
+	bool resume, lost;
 	int rc = sb_check_hello(s, h, err, errlen);
 
+	pthread_mutex_lock(&s->lock);
+	lost = s->link != NULL && s->link_lost_ns != 0;
+	pthread_mutex_unlock(&s->lock);
+	if (lost)
+		sb_link_reap(s); /* the old link's receiver has stopped */
 	if (rc == 0 && (s->link != NULL || s->state == REP_SB_PROMOTED)) {
 		snprintf(err, errlen, "a primary is already attached");
 		rc = -EBUSY;
@@ -609,6 +633,11 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	pthread_mutex_lock(&s->lock);
 	resume = h->session == s->session && s->committed > 0 &&
 		 h->generation == s->generation;
+	log_debug("replicator: standby %s: HELLO session %016" PRIx64
+		  " generation %" PRIu64 "; replica session %016" PRIx64
+		  " generation %" PRIu64 " committed %" PRIu64, s->vm_name,
+		  h->session, h->generation, s->session, s->generation,
+		  s->committed);
 	pthread_mutex_unlock(&s->lock);
 	if (!resume) {
 		rc = sb_fresh_replica(s, err, errlen);
@@ -643,7 +672,6 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	w.committed = s->committed;
 	sb_set_state(s, resume ? REP_SB_REPLICATING : REP_SB_SYNCING);
 	pthread_mutex_unlock(&s->lock);
-	s->sync_epoch = 0;
 	sb_welcome(link, &w);
 	rep_ctl_set_link(&s->ctl, link);
 	rc = -pthread_create(&s->rx, NULL, sb_rx_main, s);
@@ -652,27 +680,6 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 		 ", %s)", s->vm_name, tp_link_peer(link), h->generation,
 		 resume ? "resuming the session" : "new session: full copy");
 	return rc;
-}
-
-/* Tear down a link whose receiver has stopped (or stop it). */
-static void sb_link_reap(struct rep_standby *s)
-{
-	struct tp_link *link;
-
-	pthread_mutex_lock(&s->lock);
-	link = s->link;
-	pthread_mutex_unlock(&s->lock);
-	if (link == NULL)
-		return;
-	tp_link_abort(link);
-	if (s->rx_running)
-		pthread_join(s->rx, NULL);
-	s->rx_running = false;
-	rep_ctl_set_link(&s->ctl, NULL);
-	tp_link_free(link);
-	pthread_mutex_lock(&s->lock);
-	s->link = NULL;
-	pthread_mutex_unlock(&s->lock);
 }
 
 void rep_standby_heartbeat(struct rep_standby *s)
@@ -784,6 +791,7 @@ int rep_standby_new(const struct rep_standby_config *cfg,
 	s->cfg.vm_name = s->vm_name;
 	s->cfg.hv.image = NULL;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->apply_lock, NULL);
 	rep_ctl_init(&s->ctl);
 	s->pd = malloc(sizeof(*s->pd));
 	s->ws = malloc(sizeof(*s->ws));
@@ -819,6 +827,7 @@ void rep_standby_free(struct rep_standby *s)
 	free(s->ws);
 	rep_ctl_fini(&s->ctl);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->apply_lock);
 	free(s);
 }
 
@@ -846,4 +855,21 @@ void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *o)
 	o->discarded = s->discarded;
 	snprintf(o->last_error, sizeof(o->last_error), "%s", s->last_error);
 	pthread_mutex_unlock(&s->lock);
+}
+
+int rep_standby_inspect(struct rep_standby *s,
+			int (*fn)(void *arg, struct hv_domain *dom,
+				  uint64_t epoch),
+			void *arg)
+{
+	uint64_t committed;
+	int rc;
+
+	pthread_mutex_lock(&s->apply_lock);
+	pthread_mutex_lock(&s->lock);
+	committed = s->committed;
+	pthread_mutex_unlock(&s->lock);
+	rc = committed && s->dom ? fn(arg, s->dom, committed) : -ENODATA;
+	pthread_mutex_unlock(&s->apply_lock);
+	return rc;
 }

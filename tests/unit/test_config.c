@@ -1029,7 +1029,7 @@ static void test_link_psk(void **state)
 		assert_int_equal(tp.psk[i], (i % 16) * 0x11);
 	assert_null(tp.ca_file);
 	assert_null(tp.cert_file);
-	assert_int_equal(tp.nr_bulk, 2);
+	assert_int_equal(tp.nr_bulk, 1);
 	assert_int_equal(tp.features, TP_FEAT_PAGE_CODECS);
 	assert_int_equal(tp_config_check(&tp, g_err, sizeof(g_err)), 0);
 	free(t);
@@ -1048,7 +1048,7 @@ static void test_link_insecure_and_cert(void **state)
 	assert_string_equal(tp.local_name, "a");
 	assert_string_equal(tp.peer_name, "b");
 	assert_int_equal(tp.psk_len, 0);
-	assert_int_equal(tp.nr_bulk, 2);
+	assert_int_equal(tp.nr_bulk, 1);
 	assert_int_equal(td_config_link(&g_cfg, 2, &tp, g_err, sizeof(g_err)),
 			 -EINVAL);
 	assert_int_equal(td_config_link(&g_cfg, -1, &tp, g_err, sizeof(g_err)),

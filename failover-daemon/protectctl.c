@@ -23,6 +23,7 @@ struct pc_opts {
 	const char *control;
 	const char *peer_control;
 	const char *phase;
+	const char *get;
 	bool json, force;
 	int timeout_s;
 };
@@ -34,6 +35,7 @@ static int pc_parse(int argc, char **argv, struct pc_opts *o)
 		{ "peer-control", required_argument, NULL, 'p' },
 		{ "phase", required_argument, NULL, 'f' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "get", required_argument, NULL, 'g' },
 		{ "force", no_argument, NULL, 'F' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ 0 },
@@ -49,6 +51,7 @@ static int pc_parse(int argc, char **argv, struct pc_opts *o)
 		case 'p': o->peer_control = optarg; break;
 		case 'f': o->phase = optarg; break;
 		case 'j': o->json = true; break;
+		case 'g': o->get = optarg; break;
 		case 'F': o->force = true; break;
 		case 't':
 			o->timeout_s = atoi(optarg);
@@ -199,6 +202,28 @@ static void pc_print_status(struct json_object *r)
 		       js_i(fo, "resume_us"));
 }
 
+/* --get a.b.c: print one field of the status (for scripts); exit 1 and
+ * print nothing if it is absent. */
+static int pc_print_get(struct json_object *r, const char *path)
+{
+	char buf[256], *save = NULL, *k;
+	struct json_object *v = r;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (k = strtok_r(buf, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
+		v = js_o(v, k);
+	if (v == NULL) {
+		json_object_put(r);
+		return 1;
+	}
+	printf("%s\n", json_object_is_type(v, json_type_string)
+			       ? json_object_get_string(v)
+			       : json_object_to_json_string_ext(
+					 v, JSON_C_TO_STRING_PLAIN));
+	json_object_put(r);
+	return 0;
+}
+
 static int pc_status(const struct pc_opts *o)
 {
 	struct json_object *req = pc_req("status"), *r;
@@ -207,6 +232,8 @@ static int pc_status(const struct pc_opts *o)
 	json_object_put(req);
 	if (rc != 0)
 		return 1;
+	if (o->get != NULL)
+		return pc_print_get(r, o->get);
 	if (o->json)
 		printf("%s\n", json_object_to_json_string_ext(
 				       r, JSON_C_TO_STRING_PLAIN));

@@ -16,7 +16,7 @@ static void tandem_usage(FILE *f)
 		"       tandem vm status|pause|unpause --control SOCK\n"
 		"       tandem vm check FILE              inspect a snapshot, check I4\n"
 		"       tandem pki init|host|psk|show ... keys and certificates for links\n"
-		"       tandem status --control SOCK [--json]   a protected VM's state\n"
+		"       tandem status --control SOCK [--json | --get FIELD.PATH]\n"
 		"       tandem protect|unprotect --control SOCK\n"
 		"       tandem set interval MS|mode remus|kemari|hybrid --control SOCK\n"
 		"       tandem failover --control SOCK --force  promote the standby\n"

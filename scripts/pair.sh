@@ -140,17 +140,9 @@ pair_stop_all() {
 	PAIR_PIDS=""
 }
 
-# pair_json SOCK FIELD: one field of `tandem status --json` (dotted path).
+# pair_json SOCK FIELD: one field of `tandem status` (dotted path), or "".
 pair_json() {
-	"$T" status --control "$1" --json 2>/dev/null | python3 -c '
-import json, sys
-try:
-    v = json.load(sys.stdin)
-    for k in sys.argv[1].split("."):
-        v = v[k]
-    print(str(v).lower() if isinstance(v, bool) else v)
-except Exception:
-    print("")' "$2"
+	"$T" status --control "$1" --get "$2" 2>/dev/null
 }
 
 # pair_wait SECONDS SOCK FIELD VALUE: until the field reads VALUE.

@@ -98,6 +98,12 @@ replay_ok() {
 	return $rc
 }
 
+# I6: collect sanitizer reports from the daemons' logs before they go.
+san_scan() {
+	grep -h 'AddressSanitizer\|LeakSanitizer\|runtime error' "$W"/*.log >>"$W/san.txt" 2>/dev/null
+	return 0
+}
+
 # ONLY=pattern runs the scenarios whose name matches (debugging).
 want() { [ -z "${ONLY:-}" ] || [[ "$1" == *$ONLY* ]]; }
 
@@ -186,6 +192,10 @@ elif start_pair; then
 	check "failover --force promotes it" "'$T' failover --control '$SB' --force && pair_wait 10 '$SB' role primary"
 	stop_load
 	check "split risk: acknowledged writes survive" "hist_ok '$PAIR_STREAM_B'"
+	kill -TERM "$PAIR_PID_b"
+	wait "$PAIR_PID_b"
+	rc=$?
+	check "SIGTERM stops the new primary cleanly (exit 0, got $rc)" "[ $rc = 0 ]"
 else
 	bad "split-risk pair protected"
 fi
@@ -197,6 +207,7 @@ pair_stop_all
 proxied() {
 	local name=$1 sec=$2 why=$3; shift 3
 	want "$name" || return 0
+	san_scan
 	: >"$W/beta.log"; : >"$W/alpha.log"
 	local base=$((30000 + ($$ * 11) % 20000))
 	local save_a=$PAIR_REPL_A save_b=$PAIR_REPL_B save_sa=$PAIR_STREAM_A
@@ -253,4 +264,6 @@ proxied() {
 proxied "F10 reset mid-record" psk "link lost" --flip-conn 2 --cut-after 3000017
 proxied "F11 bit flips" insecure "checksum" --flip-conn 2 --flip-after 2500003
 
+san_scan
+check "I6: no sanitizer report from any daemon" "[ ! -s '$W/san.txt' ] || { head -5 '$W/san.txt'; false; }"
 finish

@@ -70,6 +70,7 @@ KEMARI_MS=100          # Kemari: the longest gap between checkpoints
 FO_INTERVAL=50
 FO_TRIALS=3
 MS_LINES=4             # memstress: one-second rate lines averaged
+MS_CASES="wss=4M+print=1 wss=64M+print=1"
 [ $QUICK = 1 ] && { FO_TRIALS=2; MS_LINES=2; }
 status=0
 
@@ -89,9 +90,13 @@ start_pair() {
 }
 
 # A fresh engine at interval $1 ms (0 = leave it) and mode $2: set both on
-# the running engine (they are kept in the daemon's config), unprotect,
-# protect, wait until protected.
+# the running engine (protecting first if it is not; the daemon keeps them
+# in its config), unprotect, protect, wait until protected.
 reprotect() {
+	if [ "$(get protect.state)" = unprotected ]; then
+		"$T" protect --control "$SA" >/dev/null || return 1
+		pair_wait 30 "$SA" protect.state protected || return 1
+	fi
 	if [ "$1" != 0 ]; then "$T" set interval "$1" --control "$SA" >/dev/null || return 1; fi
 	"$T" set mode "$2" --control "$SA" >/dev/null || return 1
 	"$T" unprotect --control "$SA" >/dev/null || return 1
@@ -99,13 +104,14 @@ reprotect() {
 	pair_wait 30 "$SA" protect.state protected
 }
 
-# Sample last_epoch_pages every 0.2 s into $W/pages until killed.
+# Sample last_epoch_pages and last_epoch_bytes every 0.2 s into $W/pages
+# until sampler_stop, which prints their means.
 sampler_start() {
 	: >"$W/pages"
 	(
 		trap - EXIT INT TERM
 		while :; do
-			get protect.last_epoch_pages >>"$W/pages"
+			echo "$(get protect.last_epoch_pages) $(get protect.last_epoch_bytes)" >>"$W/pages"
 			sleep 0.2
 		done
 	) &
@@ -115,21 +121,22 @@ sampler_start() {
 sampler_stop() {
 	kill "$SAMPLER" 2>/dev/null
 	wait "$SAMPLER" 2>/dev/null
-	awk 'NF { s += $1; n++ } END { if (n) printf "%.0f", s / n }' "$W/pages"
+	awk 'NF == 2 { p += $1; b += $2; n++ } END { if (n) printf "%.0f %.0f", p / n, b / n; else print "- -" }' "$W/pages"
 }
 
-# Engine figures for the run just measured: "ckpt/s p50 p99 pages" into ENG.
-# Call eng_begin before the load and eng_end after it.
+# Engine figures for the run just measured, into ENG: "ckpt/s pause_p50_us
+# pause_p99_us pages/epoch bytes/epoch".  eng_begin before the load,
+# eng_end after it.
 eng_begin() { C0=$(get protect.checkpoints); T0=$(now_us); sampler_start; }
 eng_end() {
-	local c1 t1 pages
+	local c1 t1 pb
 	c1=$(get protect.checkpoints)
 	t1=$(now_us)
-	pages=$(sampler_stop)
+	pb=$(sampler_stop)
 	if [ -n "$C0" ] && [ -n "$c1" ]; then
-		ENG="$(awk -v c="$((c1 - C0))" -v t="$((t1 - T0))" 'BEGIN { printf "%.1f", c * 1e6 / t }') $(get protect.pause_p50_us) $(get protect.pause_p99_us) ${pages:--}"
+		ENG="$(awk -v c="$((c1 - C0))" -v t="$((t1 - T0))" 'BEGIN { printf "%.1f", c * 1e6 / t }') $(get protect.pause_p50_us) $(get protect.pause_p99_us) $pb"
 	else
-		ENG="- - - -"
+		ENG="- - - - -"
 	fi
 }
 
@@ -143,14 +150,14 @@ hdr() {
 # N shrinks with the interval to keep each run a few seconds.
 kv_n() { # $1 = interval ms, 0 = unprotected
 	local n
-	if [ "$1" = 0 ]; then n=50000; else n=$((100000 / $1)); fi
+	if [ "$1" = 0 ]; then n=100000; else n=$((100000 / $1)); fi
 	[ $n -lt 500 ] && n=500
 	[ $QUICK = 1 ] && n=$((n / 4))
 	echo $n
 }
 
 # kv_run LABEL N: one redis-benchmark run; appends a row to $W/kv.rows:
-# label n set_rps set_p99 get_rps get_p99 ckpt/s p50 p99 pages
+# label n set_rps set_p50 set_p99 get_rps get_p50 get_p99 ENG
 kv_run() {
 	local label=$1 n=$2 out=$W/rb.csv
 	eng_begin
@@ -158,8 +165,8 @@ kv_run() {
 	local rc=$?
 	eng_end
 	local set get
-	set=$(tr -d '"' <"$out" | awk -F, '$1 == "SET" { print $2, $7 }')
-	get=$(tr -d '"' <"$out" | awk -F, '$1 == "GET" { print $2, $7 }')
+	set=$(tr -d '"' <"$out" | awk -F, '$1 == "SET" { print $2, $5, $7 }')
+	get=$(tr -d '"' <"$out" | awk -F, '$1 == "GET" { print $2, $5, $7 }')
 	if [ $rc -ne 0 ] || [ -z "$set" ] || [ -z "$get" ]; then
 		echo "bench_protect: redis-benchmark failed for $label: $(head -c 300 "$W/rb.err")"
 		status=1
@@ -168,51 +175,52 @@ kv_run() {
 	echo "$label $n $set $get $ENG" >>"$W/kv.rows"
 }
 
+kv_bench() {
+	: >"$W/kv.rows"
+	# unprotected: the same running guest, its engine stopped
+	"$T" unprotect --control "$SA" >/dev/null || return 1
+	[ "$(get protect.state)" = unprotected ] || { echo "bench_protect: unprotect did not take"; return 1; }
+	kv_run "unprotected" "$(kv_n 0)" || return 1
+	for i in $INTERVALS; do
+		reprotect "$i" remus || { echo "bench_protect: remus $i ms: not protected"; return 1; }
+		kv_run "remus_${i}ms" "$(kv_n "$i")" || return 1
+	done
+	reprotect "$KEMARI_MS" kemari || { echo "bench_protect: kemari not protected"; return 1; }
+	kv_run "kemari_(gap_${KEMARI_MS}ms)" "$(kv_n 10)" || return 1
+}
+
 kvstore() {
 	hdr "kvstore under redis-benchmark -c 50 -t set,get, unprotected vs protected"
-	echo "client: redis-benchmark from the client side to the primary's stream address $PAIR_STREAM_A;"
-	echo "kvstore: 64 MiB guest, 64 MiB disk (log flushed before each reply)"
+	echo "client: redis-benchmark -c 50 --csv from the client side to the primary's stream address $PAIR_STREAM_A"
+	echo "kvstore: 64 MiB guest, 64 MiB disk (its log flushed before each reply); link: TLS 1.3 PSK, page codecs on"
 	pair_config "$W/conf" mode=remus interval=25ms memory=64M disk_size=64M || return 1
 	if ! start_pair; then
 		echo "bench_protect: kvstore pair not protected"; tail -n 5 "$W/alpha.log" "$W/beta.log"
 		status=1; return 1
 	fi
-	: >"$W/kv.rows"
-	# unprotected: the same running guest, its engine stopped
-	"$T" unprotect --control "$SA" >/dev/null || { status=1; return 1; }
-	[ "$(get protect.state)" = unprotected ] || { echo "bench_protect: unprotect did not take"; status=1; return 1; }
-	kv_run "unprotected" "$(kv_n 0)" || return 1
-	"$T" protect --control "$SA" >/dev/null && pair_wait 30 "$SA" protect.state protected ||
-		{ echo "bench_protect: protect did not take"; status=1; return 1; }
-	for i in $INTERVALS; do
-		reprotect "$i" remus || { echo "bench_protect: remus $i ms: not protected"; status=1; return 1; }
-		kv_run "remus_${i}ms" "$(kv_n "$i")" || return 1
-	done
-	reprotect "$KEMARI_MS" kemari || { echo "bench_protect: kemari not protected"; status=1; return 1; }
-	kv_run "kemari(gap_${KEMARI_MS}ms)" "$(kv_n 10)" || return 1
+	kv_bench || { status=1; pair_stop_all; return 1; }
 	pair_stop_all
 
-	printf '\n%-18s %6s %9s %8s %9s %8s %8s %8s %7s %8s %8s %7s\n' config n \
-		"SET/s" "SET p99" "GET/s" "GET p99" "SET ovh" "GET ovh" ckpt/s \
-		"pause50" "pause99" pages
-	printf '%-18s %6s %9s %8s %9s %8s %8s %8s %7s %8s %8s %7s\n' "" "" "" ms "" ms \
-		% % "" us us /epoch
+	printf '\n%-17s %6s %8s %7s %7s %8s %7s %7s %7s %7s %6s %7s %7s %6s %7s\n' config n \
+		"SET/s" p50 p99 "GET/s" p50 p99 "SET" "GET" ckpt/s pause pause pages bytes
+	printf '%-17s %6s %8s %7s %7s %8s %7s %7s %7s %7s %6s %7s %7s %6s %7s\n' "" "" "" ms ms "" ms ms \
+		"ovh %" "ovh %" "" "p50 us" "p99 us" /epoch /epoch
 	local u_set u_get
-	read -r _ _ u_set _ u_get _ _ <"$W/kv.rows"
-	while read -r label n srps sp99 grps gp99 ck p50 p99 pg; do
+	read -r _ _ u_set _ _ u_get _ <"$W/kv.rows"
+	while read -r label n srps s50 s99 grps g50 g99 ck p50 p99 pg by; do
 		local so go
 		so=$(awk -v u="$u_set" -v p="$srps" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
 		go=$(awk -v u="$u_get" -v p="$grps" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
 		[ "$label" = unprotected ] && so=- go=-
-		printf '%-18s %6s %9.0f %8s %9.0f %8s %8s %8s %7s %8s %8s %7s\n' \
-			"${label//_/ }" "$n" "$srps" "$sp99" "$grps" "$gp99" "$so" "$go" "$ck" "$p50" "$p99" "$pg"
+		printf '%-17s %6s %8.0f %7s %7s %8.0f %7s %7s %7s %7s %6s %7s %7s %6s %7s\n' \
+			"${label//_/ }" "$n" "$srps" "$s50" "$s99" "$grps" "$g50" "$g99" "$so" "$go" \
+			"$ck" "$p50" "$p99" "$pg" "$by"
 	done <"$W/kv.rows"
-	echo "overhead = unprotected requests/s / protected requests/s - 1 (extra time per request)"
+	echo "ovh = unprotected requests/s / protected requests/s - 1 (extra time per request);"
+	echo "ckpt/s over the run; pause p50/p99 from the engine (this run's pauses); pages and bytes: mean of last_epoch_* sampled every 0.2 s"
 }
 
 # ---- 2. memstress work rate ---------------------------------------------------
-MS_CMDLINE="wss=64M print=1"
-
 # Mean of the next MS_LINES "writes/s" console lines, after skipping the
 # first one that ends after this call (it straddles the switch).
 ms_rate() {
@@ -221,56 +229,71 @@ ms_rate() {
 	want=$((start + 1 + MS_LINES))
 	end=$(($(date +%s) + MS_LINES + 15))
 	while [ "$(grep -c 'writes/s' "$f")" -lt $want ]; do
-		[ "$(date +%s)" -gt "$end" ] && { echo ""; return 1; }
+		[ "$(date +%s)" -gt "$end" ] && return 1
 		sleep 0.2
 	done
 	grep 'writes/s' "$f" | sed -n "$((start + 2)),${want}p" |
 		awk '{ s += $(NF - 1); n++ } END { printf "%.0f", s / n }'
 }
 
-memstress() {
-	hdr "memstress work rate, unprotected vs protected (Remus)"
-	echo "guest: memstress $MS_CMDLINE (as fast as it can; 10% of the pages take 90% of the writes), 128 MiB"
-	echo "work rate: mean of $MS_LINES one-second \"writes/s\" lines of the guest console, after a settling second"
+ms_bench() { # $1 = rows file
+	local r i
+	"$T" unprotect --control "$SA" >/dev/null || return 1
+	eng_begin
+	r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
+	eng_end
+	echo "unprotected $r $ENG" >>"$1"
+	for i in $INTERVALS; do
+		reprotect "$i" remus || { echo "bench_protect: memstress remus $i ms: not protected"; return 1; }
+		eng_begin
+		r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
+		eng_end
+		echo "remus_${i}ms $r $ENG" >>"$1"
+	done
+}
+
+# memstress_case CMDLINE: one working set, unprotected and at each interval.
+memstress_case() {
+	local cmd=$1 rows=$W/ms.rows
+	echo
+	echo "guest: memstress \"$cmd\" (as fast as it can), 128 MiB"
 	pair_config "$W/conf" mode=remus interval=25ms image=memstress.elf memory=128M disk_size=0 || return 1
-	sed -i "s|^vm = { |vm = { cmdline = \"$MS_CMDLINE\"; |" "$W/conf"
+	sed -i "s|^vm = { |vm = { cmdline = \"$cmd\"; |" "$W/conf"
 	if ! start_pair; then
 		echo "bench_protect: memstress pair not protected"; tail -n 5 "$W/alpha.log" "$W/beta.log"
 		status=1; return 1
 	fi
-	: >"$W/ms.rows"
-	"$T" unprotect --control "$SA" >/dev/null || { status=1; return 1; }
-	local r
-	eng_begin
-	r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; status=1; return 1; }
-	eng_end
-	echo "unprotected $r $ENG" >>"$W/ms.rows"
-	"$T" protect --control "$SA" >/dev/null && pair_wait 30 "$SA" protect.state protected ||
-		{ echo "bench_protect: protect did not take"; status=1; return 1; }
-	for i in $INTERVALS; do
-		reprotect "$i" remus || { echo "bench_protect: memstress remus $i ms: not protected"; status=1; return 1; }
-		eng_begin
-		r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; status=1; return 1; }
-		eng_end
-		echo "remus_${i}ms $r $ENG" >>"$W/ms.rows"
-	done
+	: >"$rows"
+	ms_bench "$rows" || { status=1; pair_stop_all; return 1; }
 	pair_stop_all
 
-	printf '\n%-14s %12s %9s %9s %7s %8s %8s %7s\n' config "writes/s" "of unprot" \
-		overhead ckpt/s pause50 pause99 pages
-	printf '%-14s %12s %9s %9s %7s %8s %8s %7s\n' "" "" % % "" us us /epoch
+	printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s\n' config "writes/s" "of un" \
+		overhead ckpt/s pause pause pages bytes
+	printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s\n' "" "" % % "" "p50 us" "p99 us" /epoch /epoch
 	local u
-	read -r _ u _ <"$W/ms.rows"
-	while read -r label rate ck p50 p99 pg; do
+	read -r _ u _ <"$rows"
+	while read -r label rate ck p50 p99 pg by; do
 		local of ov note=""
 		of=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", p / u * 100 }')
 		ov=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
 		[ "$label" = unprotected ] && ov=-
-		[ "$label" = remus_25ms ] && note="  <- anchor: Remus 100-225% at 40 checkpoints/s (published)"
-		printf '%-14s %12s %9s %9s %7s %8s %8s %7s%s\n' "${label//_/ }" "$rate" "$of" "$ov" \
-			"$ck" "$p50" "$p99" "$pg" "$note"
-	done <"$W/ms.rows"
-	echo "overhead = unprotected rate / protected rate - 1 (extra run time for the same work, as Remus reports it)"
+		[ "$label" = remus_25ms ] && note="  <- Remus (published): 100-225% at 40/s"
+		printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s%s\n' "${label//_/ }" "$rate" "$of" "$ov" \
+			"$ck" "$p50" "$p99" "$pg" "$by" "$note"
+	done <"$rows"
+}
+
+memstress() {
+	hdr "memstress work rate, unprotected vs protected (Remus)"
+	echo "work rate: mean of $MS_LINES one-second \"writes/s\" lines of the guest's console (guest clock = host"
+	echo "CLOCK_MONOTONIC), after a settling second; overhead = unprotected rate / protected rate - 1"
+	echo "(the extra run time for the same work, as Remus reports it).  Two working sets: one whose"
+	echo "every page is dirty in every epoch at every interval here (4 MiB), and one too big for the"
+	echo "engine to keep the interval (64 MiB, 90% of writes to 10% of it)."
+	local c
+	for c in $MS_CASES; do
+		memstress_case "${c//+/ }"
+	done
 }
 
 # ---- 3. failover time -------------------------------------------------------------
@@ -318,6 +341,7 @@ failover() {
 		t0=$(now_us)
 		kill -9 "$PAIR_PID_a"
 		wait "$probe"
+		wait "$PAIR_PID_a" 2>/dev/null
 		if [ ! -s "$W/probe.out" ]; then
 			echo "bench_protect: trial $k: no reply from the standby within 30 s"; status=1
 			continue
@@ -336,11 +360,12 @@ failover() {
 }
 
 START=$(date +%s)
-kvstore
-echo
-memstress
-echo
-failover
+# ONLY=kvstore|memstress|failover runs one part (debugging)
+for part in kvstore memstress failover; do
+	[ -n "${ONLY:-}" ] && [ "$ONLY" != $part ] && continue
+	$part
+	echo
+done
 echo
 echo "bench_protect: $(($(date +%s) - START)) s"
 exit $status

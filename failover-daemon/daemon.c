@@ -872,7 +872,10 @@ static int td_open(struct td *td, const struct td_options *o)
 
 static void td_close(struct td *td)
 {
-	td_unprotect(td);
+	/* Held output stays held: a standby may take over from an epoch
+	 * before it, so it must never leave. */
+	rep_primary_abandon(td->prim);
+	td->prim = NULL;
 	hv_domain_free(td->dom);
 	rep_standby_free(td->sb);
 	if (td->lst != NULL)

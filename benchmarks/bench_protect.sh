@@ -101,7 +101,14 @@ reprotect() {
 	"$T" set mode "$2" --control "$SA" >/dev/null || return 1
 	"$T" unprotect --control "$SA" >/dev/null || return 1
 	"$T" protect --control "$SA" >/dev/null || return 1
-	pair_wait 30 "$SA" protect.state protected
+	pair_wait 30 "$SA" protect.state protected || return 1
+	# past the full copy's closing checkpoint, whose pages and bytes
+	# (the whole copy) would otherwise be sampled
+	local end=$(($(date +%s) + 10))
+	while [ "$(get protect.checkpoints)" -lt 3 ] 2>/dev/null; do
+		[ "$(date +%s)" -gt "$end" ] && return 1
+		sleep 0.05
+	done
 }
 
 # Sample last_epoch_pages and last_epoch_bytes every 0.2 s into $W/pages
@@ -250,6 +257,12 @@ ms_bench() { # $1 = rows file
 		eng_end
 		echo "remus_${i}ms $r $ENG" >>"$1"
 	done
+	# the baseline again, to show how much the machine drifted meanwhile
+	"$T" unprotect --control "$SA" >/dev/null || return 1
+	eng_begin
+	r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
+	eng_end
+	echo "unprotected_again $r $ENG" >>"$1"
 }
 
 # memstress_case CMDLINE: one working set, unprotected and at each interval.
@@ -267,18 +280,19 @@ memstress_case() {
 	ms_bench "$rows" || { status=1; pair_stop_all; return 1; }
 	pair_stop_all
 
-	printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s\n' config "writes/s" "of un" \
+	printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s\n' config "writes/s" "of un" \
 		overhead ckpt/s pause pause pages bytes
-	printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s\n' "" "" % % "" "p50 us" "p99 us" /epoch /epoch
+	printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s\n' "" "" % % "" "p50 us" "p99 us" /epoch /epoch
 	local u
-	read -r _ u _ <"$rows"
+	# the baseline: the mean of the unprotected runs before and after
+	u=$(awk '$1 ~ /^unprotected/ { s += $2; n++ } END { printf "%.0f", s / n }' "$rows")
 	while read -r label rate ck p50 p99 pg by; do
 		local of ov note=""
 		of=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", p / u * 100 }')
 		ov=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
-		[ "$label" = unprotected ] && ov=-
+		case $label in unprotected*) ov=- ;; esac
 		[ "$label" = remus_25ms ] && note="  <- Remus (published): 100-225% at 40/s"
-		printf '%-13s %10s %6s %8s %6s %7s %7s %6s %8s%s\n' "${label//_/ }" "$rate" "$of" "$ov" \
+		printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s%s\n' "${label//_/ }" "$rate" "$of" "$ov" \
 			"$ck" "$p50" "$p99" "$pg" "$by" "$note"
 	done <"$rows"
 }
@@ -286,7 +300,8 @@ memstress_case() {
 memstress() {
 	hdr "memstress work rate, unprotected vs protected (Remus)"
 	echo "work rate: mean of $MS_LINES one-second \"writes/s\" lines of the guest's console (guest clock = host"
-	echo "CLOCK_MONOTONIC), after a settling second; overhead = unprotected rate / protected rate - 1"
+	echo "CLOCK_MONOTONIC), after a settling second; overhead = unprotected rate / protected rate - 1,"
+	echo "the unprotected rate being the mean of the runs before and after the protected ones"
 	echo "(the extra run time for the same work, as Remus reports it).  Two working sets: one whose"
 	echo "every page is dirty in every epoch at every interval here (4 MiB), and one too big for the"
 	echo "engine to keep the interval (64 MiB, 90% of writes to 10% of it)."

@@ -46,6 +46,7 @@
 #define TD_CONNECT_TIMEOUT_MS 2000
 #define TD_TICK_MAX_MS 20
 #define TD_HELLO_WAIT_MS 5000
+#define TD_HANDOVER_TIMEOUT_MS 10000
 
 struct td_failover {
 	bool done;
@@ -358,6 +359,10 @@ static void td_detect(struct td *td)
 	struct rep_standby_stats st;
 
 	rep_standby_stats(td->sb, &st);
+	if (st.handover) {
+		td_promote(td, "planned switchover: the primary handed over", 0);
+		return;
+	}
 	if (st.state == REP_SB_WAITING && st.committed == 0) {
 		td_peer_state(td, "no primary attached; nothing to protect yet");
 		return;
@@ -633,6 +638,22 @@ static struct json_object *td_cmd_phase(struct td *td, struct json_object *req,
 	return ctl_reply_ok();
 }
 
+/* Planned switchover, on the primary: the standby takes the guest from a
+ * final epoch; this host becomes its standby. */
+static struct json_object *td_switchover(struct td *td)
+{
+	char err[256];
+	uint64_t gen = td->generation;
+
+	if (td->prim == NULL)
+		return ctl_reply_error("failover: the guest is not protected");
+	if (rep_primary_handover(td->prim, TD_HANDOVER_TIMEOUT_MS, err,
+				 sizeof(err)) != 0)
+		return ctl_reply_error("failover: %s", err);
+	td_demote(td, gen + 1, "planned switchover");
+	return ctl_reply_ok();
+}
+
 static struct json_object *td_cmd_failover(struct td *td,
 					   struct json_object *req)
 {
@@ -641,15 +662,12 @@ static struct json_object *td_cmd_failover(struct td *td,
 		     json_object_get_boolean(v);
 
 	if (td->role == REP_ROLE_PRIMARY)
-		return ctl_reply_error("failover: %s is already primary; a "
-				       "planned switchover is not built yet: "
-				       "stop this daemon, then run `tandem "
-				       "failover --force` on the standby",
-				       td->me->name);
+		return td_switchover(td);
 	if (!force)
 		return ctl_reply_error("failover on a standby promotes it; say "
 				       "--force to state that the primary is "
-				       "dead");
+				       "dead (a planned switchover is run on "
+				       "the primary)");
 	{
 		struct rep_standby_stats ss;
 		uint64_t window = (uint64_t)td->cfg.hb_interval_ms *

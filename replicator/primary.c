@@ -56,6 +56,14 @@
 #define ENG_RATE_RING 1024
 #define ENG_ACK_TIMEOUT_MS 10000
 
+/* A planned switchover, driven by rep_primary_handover. */
+enum eng_handover {
+	HO_NONE = 0,
+	HO_REQUESTED,  /* the engine takes a final checkpoint, guest paused */
+	HO_FINAL_SENT, /* waiting for its ack */
+	HO_DONE,       /* REP_HANDOVER sent: the standby takes over */
+};
+
 struct eng_unacked {
 	uint64_t epoch;
 	uint64_t gate_epoch;
@@ -129,6 +137,8 @@ struct rep_primary {
 	/* per epoch being streamed */
 	uint64_t cur_records, cur_digest, cur_bytes;
 	uint64_t checkpoints_in_session;   /* engine */
+	enum eng_handover handover;        /* (L) */
+	uint64_t handover_epoch;           /* (L) the final epoch */
 };
 
 static const char *const eng_state_names[] = {
@@ -526,8 +536,9 @@ struct eng_pause {
 	uint64_t *bm;
 };
 
-/* The paused part: everything the epoch needs, copied. */
-static int eng_capture(struct rep_primary *p, struct eng_pause *ep)
+/* The paused part: everything the epoch needs, copied.  The guest stays
+ * paused after it when `keep` (the final epoch of a switchover). */
+static int eng_capture(struct rep_primary *p, struct eng_pause *ep, bool keep)
 {
 	uint64_t e = p->epoch + 1;
 	int rc;
@@ -556,7 +567,8 @@ static int eng_capture(struct rep_primary *p, struct eng_pause *ep)
 			rc = -ENOMEM;
 		}
 	}
-	hv_unpause(p->dom);
+	if (!keep || rc != 0)
+		hv_unpause(p->dom);
 	ep->pause_us = (rep_now_ns() - ep->start_ns) / 1000;
 	return rc;
 }
@@ -595,11 +607,11 @@ static void eng_record(struct rep_primary *p, struct eng_pause *ep,
 }
 
 static int eng_checkpoint(struct rep_primary *p, struct tp_link *link,
-			  bool full)
+			  bool full, bool keep_paused)
 {
 	struct eng_pause ep = { 0 };
 	struct eng_emit em = { .p = p, .link = link };
-	int rc = eng_capture(p, &ep);
+	int rc = eng_capture(p, &ep, keep_paused);
 
 	if (rc != 0) {
 		eng_error(p, "checkpoint capture failed: %s", strerror(-rc));
@@ -786,7 +798,7 @@ static int eng_full_sync(struct rep_primary *p, struct tp_link *link)
 	}
 	free(bm);
 	if (rc == 0)
-		rc = eng_checkpoint(p, link, true);
+		rc = eng_checkpoint(p, link, true, false);
 	return rc;
 }
 
@@ -840,6 +852,50 @@ static bool eng_acks_stalled(struct rep_primary *p)
 	return stalled;
 }
 
+/*
+ * The engine's part of a switchover; true while one is under way (no
+ * ordinary checkpoints then).  Final checkpoint with the guest left
+ * paused, then, once it is acknowledged, REP_HANDOVER.
+ */
+static bool eng_handover_step(struct rep_primary *p, struct tp_link *link,
+			      int *rc)
+{
+	struct rep_handover h;
+	enum eng_handover ho;
+	uint8_t body[32];
+	bool acked;
+
+	pthread_mutex_lock(&p->lock);
+	ho = p->handover;
+	acked = p->committed >= p->handover_epoch;
+	h = (struct rep_handover){ .epoch = p->handover_epoch,
+				   .generation = p->cfg.generation };
+	pthread_mutex_unlock(&p->lock);
+	if (ho == HO_NONE)
+		return false;
+	if (ho == HO_REQUESTED) {
+		*rc = eng_checkpoint(p, link, false, true);
+		pthread_mutex_lock(&p->lock);
+		p->handover = *rc == 0 ? HO_FINAL_SENT : HO_NONE;
+		p->handover_epoch = p->epoch;
+		pthread_mutex_unlock(&p->lock);
+		return true;
+	}
+	if (ho == HO_FINAL_SENT && acked) {
+		*rc = rep_ctl_send(&p->ctl, WIRE_REC_REP_HANDOVER, h.epoch, body,
+				   rep_handover_encode(&h, body));
+		pthread_mutex_lock(&p->lock);
+		p->handover = *rc == 0 ? HO_DONE : HO_NONE;
+		pthread_mutex_unlock(&p->lock);
+		log_info("replicator: primary %s: final epoch %" PRIu64
+			 " committed; handed over to the standby", p->vm_name,
+			 h.epoch);
+		return true;
+	}
+	eng_wait(p, 1000000);
+	return true;
+}
+
 static void *eng_main(void *arg)
 {
 	struct rep_primary *p = arg;
@@ -869,6 +925,8 @@ static void *eng_main(void *arg)
 		if (st == REP_ENG_SYNCING && p->checkpoints_in_session == 0) {
 			rc = eng_full_sync(p, link);
 			p->checkpoints_in_session++;
+		} else if (eng_handover_step(p, link, &rc)) {
+			/* the switchover owns the guest now */
 		} else {
 			int64_t due = eng_due_in(p);
 
@@ -879,7 +937,7 @@ static void *eng_main(void *arg)
 							"10 s");
 				continue;
 			}
-			rc = eng_checkpoint(p, link, false);
+			rc = eng_checkpoint(p, link, false, false);
 		}
 		if (rc != 0)
 			eng_link_failed(p, link, strerror(-rc));
@@ -1260,4 +1318,51 @@ void rep_primary_stats(struct rep_primary *p, struct rep_primary_stats *o)
 	snprintf(o->last_error, sizeof(o->last_error), "%s", p->last_error);
 	stats_pauses(p, o);
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- planned switchover ------------------------------------------------------ */
+
+int rep_primary_handover(struct rep_primary *p, int timeout_ms, char *err,
+			 size_t errlen)
+{
+	uint64_t end = rep_now_ns() + (uint64_t)timeout_ms * 1000000;
+	enum eng_handover ho = HO_NONE;
+	bool up = false;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->state != REP_ENG_PROTECTED || p->link == NULL ||
+	    p->handover != HO_NONE) {
+		snprintf(err, errlen, "the guest is %s, not protected by a "
+			 "connected standby", eng_state_names[p->state]);
+		pthread_mutex_unlock(&p->lock);
+		return -ENOTCONN;
+	}
+	p->handover = HO_REQUESTED;
+	pthread_mutex_unlock(&p->lock);
+	log_info("replicator: primary %s: planned switchover: final epoch",
+		 p->vm_name);
+	eng_kick(p);
+	while (rep_now_ns() < end) {
+		pthread_mutex_lock(&p->lock);
+		ho = p->handover;
+		up = p->link != NULL && !p->link_failed;
+		pthread_mutex_unlock(&p->lock);
+		if (ho == HO_DONE || ho == HO_NONE || !up)
+			break;
+		usleep(1000);
+	}
+	if (ho == HO_DONE)
+		return 0;
+	/* Abandoned: the guest runs on here, still protected. */
+	pthread_mutex_lock(&p->lock);
+	ho = p->handover;
+	p->handover = HO_NONE;
+	pthread_mutex_unlock(&p->lock);
+	if (ho == HO_FINAL_SENT)
+		hv_unpause(p->dom);
+	snprintf(err, errlen, "the standby did not commit the final epoch "
+		 "within %d ms%s; the guest runs on here", timeout_ms,
+		 up ? "" : " (link lost)");
+	eng_kick(p);
+	return -ETIMEDOUT;
 }

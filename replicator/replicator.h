@@ -145,6 +145,12 @@ int rep_primary_set_mode(struct rep_primary *p, enum rep_mode mode);
 void rep_primary_failpoint(struct rep_primary *p, enum rep_phase phase);
 /* Send a heartbeat on the link, if any. */
 void rep_primary_heartbeat(struct rep_primary *p);
+/* Planned switchover: a final checkpoint with the guest left paused;
+ * once the standby has committed it, REP_HANDOVER tells it to take over.
+ * 0: handed over (the guest stays paused; the caller abandons it).  On
+ * failure the guest runs on here, still protected. */
+int rep_primary_handover(struct rep_primary *p, int timeout_ms, char *err,
+			 size_t errlen);
 void rep_primary_stats(struct rep_primary *p, struct rep_primary_stats *out);
 
 /* ---- the standby replica ---- */

@@ -67,6 +67,7 @@ struct rep_standby {
 	uint64_t last_heard_ns;       /* (L) */
 	uint64_t link_lost_ns;        /* (L) 0 while up */
 	bool drill_armed;             /* (L) */
+	bool handover;                /* (L) the primary handed over */
 	char last_error[160];         /* (L) */
 
 	/* the open epoch (receiver thread) */
@@ -405,6 +406,27 @@ static int sb_heartbeat_in(struct rep_standby *s, const struct tp_msg *m)
 	return 0;
 }
 
+static int sb_handover(struct rep_standby *s, const struct tp_msg *m)
+{
+	struct rep_handover h;
+	char err[WIRE_ERR_MAX];
+	uint64_t committed;
+
+	if (rep_handover_decode(m->body, m->len, &h, err, sizeof(err)) != 0)
+		return sb_fail(s, "%s", err);
+	pthread_mutex_lock(&s->lock);
+	committed = s->committed;
+	if (h.epoch == committed && h.generation == s->generation)
+		s->handover = true;
+	pthread_mutex_unlock(&s->lock);
+	if (h.epoch != committed)
+		return sb_fail(s, "HANDOVER at epoch %" PRIu64 ", committed %"
+			       PRIu64, h.epoch, committed);
+	log_info("replicator: standby %s: the primary hands over at epoch %"
+		 PRIu64, s->vm_name, h.epoch);
+	return 0;
+}
+
 static int sb_dispatch(struct rep_standby *s, const struct tp_msg *m)
 {
 	int rc = 0;
@@ -412,6 +434,8 @@ static int sb_dispatch(struct rep_standby *s, const struct tp_msg *m)
 	switch (m->type) {
 	case WIRE_REC_REP_HEARTBEAT:
 		return sb_heartbeat_in(s, m);
+	case WIRE_REC_REP_HANDOVER:
+		return sb_handover(s, m);
 	case WIRE_REC_REP_EPOCH_END:
 		return sb_end(s, m);
 	case WIRE_REC_PAGE_CODED:
@@ -667,6 +691,7 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	s->last_heard_ns = rep_now_ns();
 	s->peer_epoch = h->epoch;
 	s->drill_armed = false;
+	s->handover = false;
 	w.generation = s->generation;
 	w.session = s->session;
 	w.committed = s->committed;
@@ -852,6 +877,7 @@ void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *o)
 	o->link_lost_ms = s->link_lost_ns ? (now - s->link_lost_ns) / 1000000
 					  : 0;
 	o->drill_armed = s->drill_armed;
+	o->handover = s->handover;
 	o->discarded = s->discarded;
 	snprintf(o->last_error, sizeof(o->last_error), "%s", s->last_error);
 	pthread_mutex_unlock(&s->lock);

@@ -201,6 +201,25 @@ else
 fi
 pair_stop_all
 
+# ---- planned switchover and back (failback), under load -------------------
+pair_config "$W/conf" interval=50ms
+if ! want switchover; then :
+elif start_pair; then
+	start_load 1
+	check "switchover: tandem failover on the primary" "'$T' failover --control '$SA'"
+	check "switchover: beta is primary" "pair_wait 10 '$SB' role primary"
+	check "switchover: alpha is its standby, protected again" \
+		"pair_wait 20 '$SA' role standby && pair_wait 30 '$SB' protect.state protected"
+	check "switchover: and back (failback)" "'$T' failover --control '$SB' && pair_wait 10 '$SA' role primary"
+	check "failback: beta protects alpha" "pair_wait 30 '$SA' protect.state protected"
+	sleep 0.5
+	stop_load
+	check "switchover and back: acknowledged writes survive" "hist_ok '$PAIR_STREAM_A'"
+else
+	bad "switchover pair protected"
+fi
+pair_stop_all
+
 # ---- F10 / F11: the replication link through a fault proxy (loopback) ----
 # The proxy only relays on loopback; these run in host a's namespace (or
 # on the machine's loopback), both hosts on 127.0.0.1.

@@ -53,7 +53,7 @@ cleanup() {
 	local p
 	for p in $pids; do kill -9 "$p" 2>/dev/null; done
 	pair_down
-	rm -rf "$W"
+	if [ -n "${KEEP:-}" ]; then echo "bench_protect: kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -69,9 +69,9 @@ INTERVALS="10 25 50 100 200"
 KEMARI_MS=100          # Kemari: the longest gap between checkpoints
 FO_INTERVAL=50
 FO_TRIALS=3
-MS_LINES=4             # memstress: one-second rate lines averaged
+MS_LINES=3             # memstress: one-second rate lines averaged
 MS_CASES="wss=4M+print=1 wss=64M+print=1"
-[ $QUICK = 1 ] && { FO_TRIALS=2; MS_LINES=2; }
+[ $QUICK = 1 ] && { FO_TRIALS=2; MS_LINES=1; }
 status=0
 
 get() { pair_json "$SA" "$1"; }
@@ -89,26 +89,37 @@ start_pair() {
 	pair_wait 30 "$SA" protect.state protected
 }
 
-# A fresh engine at interval $1 ms (0 = leave it) and mode $2: set both on
-# the running engine (protecting first if it is not; the daemon keeps them
-# in its config), unprotect, protect, wait until protected.
-reprotect() {
-	if [ "$(get protect.state)" = unprotected ]; then
-		"$T" protect --control "$SA" >/dev/null || return 1
-		pair_wait 30 "$SA" protect.state protected || return 1
-	fi
-	if [ "$1" != 0 ]; then "$T" set interval "$1" --control "$SA" >/dev/null || return 1; fi
-	"$T" set mode "$2" --control "$SA" >/dev/null || return 1
-	"$T" unprotect --control "$SA" >/dev/null || return 1
+# Protect (a new engine: a new session, a full copy) and wait until it is
+# protected and past the full copy's closing checkpoint, whose pages and
+# bytes (the whole copy) would otherwise be sampled.
+protect_wait() {
 	"$T" protect --control "$SA" >/dev/null || return 1
 	pair_wait 30 "$SA" protect.state protected || return 1
-	# past the full copy's closing checkpoint, whose pages and bytes
-	# (the whole copy) would otherwise be sampled
-	local end=$(($(date +%s) + 10))
-	while [ "$(get protect.checkpoints)" -lt 3 ] 2>/dev/null; do
+	local end=$(($(date +%s) + 10)) c
+	while :; do
+		c=$(get protect.checkpoints)
+		[ -n "$c" ] && [ "$c" -ge 3 ] && return 0
 		[ "$(date +%s)" -gt "$end" ] && return 1
 		sleep 0.05
 	done
+}
+
+# A fresh engine at interval $1 ms in mode $2: set both on the running
+# engine (the daemon keeps them in its config for the next one), then
+# unprotect and protect.
+reprotect() {
+	"$T" set interval "$1" --control "$SA" >/dev/null || return 1
+	"$T" set mode "$2" --control "$SA" >/dev/null || return 1
+	"$T" unprotect --control "$SA" >/dev/null || return 1
+	protect_wait
+}
+
+# Say why a step failed: the daemons' last words.
+why() {
+	echo "bench_protect: $1"
+	tail -n 4 "$W/alpha.log" "$W/beta.log" 2>/dev/null | sed 's/^/    /'
+	status=1
+	return 1
 }
 
 # Sample last_epoch_pages and last_epoch_bytes every 0.2 s into $W/pages
@@ -185,14 +196,15 @@ kv_run() {
 kv_bench() {
 	: >"$W/kv.rows"
 	# unprotected: the same running guest, its engine stopped
-	"$T" unprotect --control "$SA" >/dev/null || return 1
-	[ "$(get protect.state)" = unprotected ] || { echo "bench_protect: unprotect did not take"; return 1; }
+	"$T" unprotect --control "$SA" >/dev/null || { why "unprotect failed"; return 1; }
+	[ "$(get protect.state)" = unprotected ] || { why "unprotect did not take"; return 1; }
 	kv_run "unprotected" "$(kv_n 0)" || return 1
+	protect_wait || { why "protect after the unprotected run: not protected"; return 1; }
 	for i in $INTERVALS; do
-		reprotect "$i" remus || { echo "bench_protect: remus $i ms: not protected"; return 1; }
+		reprotect "$i" remus || { why "remus $i ms: not protected"; return 1; }
 		kv_run "remus_${i}ms" "$(kv_n "$i")" || return 1
 	done
-	reprotect "$KEMARI_MS" kemari || { echo "bench_protect: kemari not protected"; return 1; }
+	reprotect "$KEMARI_MS" kemari || { why "kemari: not protected"; return 1; }
 	kv_run "kemari_(gap_${KEMARI_MS}ms)" "$(kv_n 10)" || return 1
 }
 
@@ -201,10 +213,7 @@ kvstore() {
 	echo "client: redis-benchmark -c 50 --csv from the client side to the primary's stream address $PAIR_STREAM_A"
 	echo "kvstore: 64 MiB guest, 64 MiB disk (its log flushed before each reply); link: TLS 1.3 PSK, page codecs on"
 	pair_config "$W/conf" mode=remus interval=25ms memory=64M disk_size=64M || return 1
-	if ! start_pair; then
-		echo "bench_protect: kvstore pair not protected"; tail -n 5 "$W/alpha.log" "$W/beta.log"
-		status=1; return 1
-	fi
+	start_pair || { why "kvstore pair not protected"; pair_stop_all; return 1; }
 	kv_bench || { status=1; pair_stop_all; return 1; }
 	pair_stop_all
 
@@ -223,8 +232,8 @@ kvstore() {
 			"${label//_/ }" "$n" "$srps" "$s50" "$s99" "$grps" "$g50" "$g99" "$so" "$go" \
 			"$ck" "$p50" "$p99" "$pg" "$by"
 	done <"$W/kv.rows"
-	echo "ovh = unprotected requests/s / protected requests/s - 1 (extra time per request);"
-	echo "ckpt/s over the run; pause p50/p99 from the engine (this run's pauses); pages and bytes: mean of last_epoch_* sampled every 0.2 s"
+	echo "ovh = unprotected requests/s / protected requests/s - 1 (extra time per request); ckpt/s over the run;"
+	echo "pause p50/p99 from the engine (this engine's pauses only); pages, bytes: mean of last_epoch_* sampled every 0.2 s"
 }
 
 # ---- 2. memstress work rate ---------------------------------------------------
@@ -243,68 +252,57 @@ ms_rate() {
 		awk '{ s += $(NF - 1); n++ } END { printf "%.0f", s / n }'
 }
 
+# For each interval, back to back: the unprotected rate (engine stopped),
+# then the rate protected at that interval (a fresh engine), so each
+# protected figure has a baseline measured seconds before it.
 ms_bench() { # $1 = rows file
-	local r i
-	"$T" unprotect --control "$SA" >/dev/null || return 1
-	eng_begin
-	r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
-	eng_end
-	echo "unprotected $r $ENG" >>"$1"
+	local ru rp i
 	for i in $INTERVALS; do
-		reprotect "$i" remus || { echo "bench_protect: memstress remus $i ms: not protected"; return 1; }
+		"$T" set interval "$i" --control "$SA" >/dev/null &&
+			"$T" unprotect --control "$SA" >/dev/null || { why "set/unprotect failed"; return 1; }
+		ru=$(ms_rate) || { why "no memstress console lines"; return 1; }
+		protect_wait || { why "memstress remus $i ms: not protected"; return 1; }
 		eng_begin
-		r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
+		rp=$(ms_rate) || { sampler_stop >/dev/null; why "no memstress console lines"; return 1; }
 		eng_end
-		echo "remus_${i}ms $r $ENG" >>"$1"
+		echo "remus_${i}ms $ru $rp $ENG" >>"$1"
 	done
-	# the baseline again, to show how much the machine drifted meanwhile
-	"$T" unprotect --control "$SA" >/dev/null || return 1
-	eng_begin
-	r=$(ms_rate) || { echo "bench_protect: no memstress console lines"; return 1; }
-	eng_end
-	echo "unprotected_again $r $ENG" >>"$1"
 }
 
-# memstress_case CMDLINE: one working set, unprotected and at each interval.
+# memstress_case CMDLINE: one working set at each interval.
 memstress_case() {
 	local cmd=$1 rows=$W/ms.rows
 	echo
 	echo "guest: memstress \"$cmd\" (as fast as it can), 128 MiB"
 	pair_config "$W/conf" mode=remus interval=25ms image=memstress.elf memory=128M disk_size=0 || return 1
 	sed -i "s|^vm = { |vm = { cmdline = \"$cmd\"; |" "$W/conf"
-	if ! start_pair; then
-		echo "bench_protect: memstress pair not protected"; tail -n 5 "$W/alpha.log" "$W/beta.log"
-		status=1; return 1
-	fi
+	start_pair || { why "memstress pair not protected"; pair_stop_all; return 1; }
 	: >"$rows"
 	ms_bench "$rows" || { status=1; pair_stop_all; return 1; }
 	pair_stop_all
 
-	printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s\n' config "writes/s" "of un" \
-		overhead ckpt/s pause pause pages bytes
-	printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s\n' "" "" % % "" "p50 us" "p99 us" /epoch /epoch
-	local u
-	# the baseline: the mean of the unprotected runs before and after
-	u=$(awk '$1 ~ /^unprotected/ { s += $2; n++ } END { printf "%.0f", s / n }' "$rows")
-	while read -r label rate ck p50 p99 pg by; do
+	printf '%-12s %10s %10s %6s %8s %6s %7s %7s %6s %9s\n' config "unprot" "protected" \
+		"prot/" overhead ckpt/s pause pause pages bytes
+	printf '%-12s %10s %10s %6s %8s %6s %7s %7s %6s %9s\n' "" "writes/s" "writes/s" "unprot" \
+		% "" "p50 us" "p99 us" /epoch /epoch
+	while read -r label ru rp ck p50 p99 pg by; do
 		local of ov note=""
-		of=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", p / u * 100 }')
-		ov=$(awk -v u="$u" -v p="$rate" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
-		case $label in unprotected*) ov=- ;; esac
+		of=$(awk -v u="$ru" -v p="$rp" 'BEGIN { printf "%.0f%%", p / u * 100 }')
+		ov=$(awk -v u="$ru" -v p="$rp" 'BEGIN { printf "%.0f", (u / p - 1) * 100 }')
 		[ "$label" = remus_25ms ] && note="  <- Remus (published): 100-225% at 40/s"
-		printf '%-17s %10s %6s %8s %6s %7s %7s %6s %8s%s\n' "${label//_/ }" "$rate" "$of" "$ov" \
-			"$ck" "$p50" "$p99" "$pg" "$by" "$note"
+		printf '%-12s %10s %10s %6s %8s %6s %7s %7s %6s %9s%s\n' "${label//_/ }" "$ru" "$rp" "$of" \
+			"$ov" "$ck" "$p50" "$p99" "$pg" "$by" "$note"
 	done <"$rows"
 }
 
 memstress() {
 	hdr "memstress work rate, unprotected vs protected (Remus)"
-	echo "work rate: mean of $MS_LINES one-second \"writes/s\" lines of the guest's console (guest clock = host"
-	echo "CLOCK_MONOTONIC), after a settling second; overhead = unprotected rate / protected rate - 1,"
-	echo "the unprotected rate being the mean of the runs before and after the protected ones"
-	echo "(the extra run time for the same work, as Remus reports it).  Two working sets: one whose"
-	echo "every page is dirty in every epoch at every interval here (4 MiB), and one too big for the"
-	echo "engine to keep the interval (64 MiB, 90% of writes to 10% of it)."
+	echo "work rate: mean of $MS_LINES one-second \"writes/s\" lines of the guest's console (guest clock ="
+	echo "host CLOCK_MONOTONIC) after a settling second, unprotected and then protected, back to back"
+	echo "for each interval; overhead = unprotected rate / protected rate - 1 (the extra run time for"
+	echo "the same work, as Remus reports it).  Two working sets: 4 MiB, all of it dirty in every"
+	echo "epoch at every interval here, and 64 MiB (90% of the writes to 10% of it), more than the"
+	echo "engine can copy and send within these intervals."
 	local c
 	for c in $MS_CASES; do
 		memstress_case "${c//+/ }"
@@ -375,7 +373,8 @@ failover() {
 }
 
 START=$(date +%s)
-# ONLY=kvstore|memstress|failover runs one part (debugging)
+# ONLY=kvstore|memstress|failover runs one part; KEEP=1 keeps the work
+# directory (logs, consoles, configs): both for debugging
 for part in kvstore memstress failover; do
 	[ -n "${ONLY:-}" ] && [ "$ONLY" != $part ] && continue
 	$part

@@ -110,6 +110,12 @@ int ds_log_set_limit(struct ds_log *log, uint64_t bytes);
 int ds_base_emit(int fd, uint64_t disk_bytes, ds_emit_fn emit, void *arg,
 		 void (*progress)(void *arg, uint64_t done, uint64_t total));
 
+/* A guest's disk image: create it at `size` bytes if it is missing; an
+ * existing one of another size is left alone (-EEXIST).  err names the
+ * path and both sizes. */
+int ds_image_prepare(const char *path, uint64_t size, char *err,
+		     size_t errlen);
+
 /* ---- standby: the replica --------------------------------------------- */
 
 struct ds_replica;

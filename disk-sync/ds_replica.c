@@ -299,3 +299,32 @@ void ds_replica_stats(const struct ds_replica *r, struct ds_replica_stats *out)
 {
 	*out = r->st;
 }
+
+int ds_image_prepare(const char *path, uint64_t size, char *err,
+		     size_t errlen)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (stat(path, &st) == 0) {
+		if ((uint64_t)st.st_size == size)
+			return 0;
+		ds_set_err(err, errlen, "disk %s has %lld bytes, not the %"
+			   PRIu64 " configured; leaving it alone", path,
+			   (long long)st.st_size, size);
+		return -EEXIST;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+		rc = -errno;
+		ds_set_err(err, errlen, "cannot create disk %s: %s", path,
+			   strerror(-rc));
+		if (fd >= 0) {
+			close(fd);
+			unlink(path);
+		}
+		return rc;
+	}
+	close(fd);
+	return 0;
+}

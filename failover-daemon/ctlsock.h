@@ -27,6 +27,9 @@ void ctl_serve_one(int lfd,
  * -errno (message on stderr naming the socket). */
 int ctl_request(const char *path, const char *req, char *buf, size_t cap,
 		int timeout_ms);
+/* Block SIGINT, SIGTERM and SIGHUP, ignore SIGPIPE, and return a
+ * signalfd for the three (a daemon's main loop polls it). */
+int ctl_signalfd(void);
 /* {"ok":false,"error":"..."} and {"ok":true} */
 struct json_object *ctl_reply_error(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));

@@ -20,8 +20,10 @@
  * The loop polls the signal fd, the control socket and the heartbeat
  * socket with a short tick; transport links arrive through tp_accept.
  */
+#include "clock.h"
 #include "ctlsock.h"
 #include "daemon.h"
+#include "disksync.h"
 #include "hbpath.h"
 #include "i4check.h"
 #include "log.h"
@@ -82,14 +84,6 @@ struct td {
 	int exit_code;
 };
 
-static uint64_t td_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static void td_set_role(struct td *td, enum rep_role role, const char *why)
 {
 	if (td->role == role)
@@ -130,32 +124,6 @@ static void td_hv_config(const struct td *td, struct hv_config *hc)
 	hc->listen = td->me->stream;
 }
 
-/* Create the disk image if missing; refuse one of another size. */
-static int td_disk_prepare(const char *path, uint64_t size)
-{
-	struct stat st;
-	int fd;
-
-	if (stat(path, &st) == 0) {
-		if ((uint64_t)st.st_size == size)
-			return 0;
-		log_error("tandemd: disk %s has %lld bytes, the config says %"
-			  PRIu64 "; leaving it alone", path,
-			  (long long)st.st_size, size);
-		return -EEXIST;
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
-		log_error("tandemd: cannot create disk %s: %s", path,
-			  strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -errno;
-	}
-	close(fd);
-	return 0;
-}
-
 static int td_protect(struct td *td)
 {
 	struct rep_primary_config pc = {
@@ -189,8 +157,14 @@ static int td_start_primary(struct td *td)
 	int rc = 0;
 
 	td_hv_config(td, &hc);
-	if (hc.disk != NULL)
-		rc = td_disk_prepare(hc.disk, td->cfg.disk_bytes);
+	if (hc.disk != NULL) {
+		char err[PATH_MAX + 128];
+
+		rc = ds_image_prepare(hc.disk, td->cfg.disk_bytes, err,
+				      sizeof(err));
+		if (rc != 0)
+			log_error("tandemd: %s", err);
+	}
 	if (rc == 0)
 		rc = hv_domain_build(&hc, &td->dom);
 	if (rc == 0)
@@ -246,7 +220,7 @@ static void td_promote(struct td *td, const char *why, uint64_t silent_ms)
 	struct rep_promote_info info;
 	struct rep_standby_stats st;
 	char err[256];
-	uint64_t t0 = td_now_ns();
+	uint64_t t0 = mono_ns();
 	int rc;
 
 	rep_standby_stats(td->sb, &st);
@@ -334,7 +308,7 @@ static void td_connect(struct td *td)
 	uint64_t newer = 0;
 	int rc;
 
-	td->next_connect_ns = td_now_ns() + TD_CONNECT_EVERY_MS * 1000000ULL;
+	td->next_connect_ns = mono_ns() + TD_CONNECT_EVERY_MS * 1000000ULL;
 	rc = tp_connect(td->ctx, &td->tpc, td->peer->address, &link, err,
 			sizeof(err));
 	if (rc == 0)
@@ -408,7 +382,7 @@ static void td_detect(struct td *td)
 
 static void td_heartbeat(struct td *td)
 {
-	uint64_t now = td_now_ns(), epoch = 0;
+	uint64_t now = mono_ns(), epoch = 0;
 
 	if (now < td->next_hb_ns)
 		return;
@@ -766,19 +740,6 @@ static struct json_object *td_ctl_dispatch(void *arg, const char *line)
 
 /* ---- the loop ---------------------------------------------------------------- */
 
-static int td_signalfd(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	return signalfd(-1, &set, SFD_CLOEXEC);
-}
-
 static void td_check_guest(struct td *td)
 {
 	struct hv_shutdown_info info;
@@ -795,7 +756,7 @@ static void td_tick(struct td *td)
 {
 	td_accept(td);
 	if (td->role == REP_ROLE_PRIMARY && td->prim != NULL &&
-	    !rep_primary_attached(td->prim) && td_now_ns() >= td->next_connect_ns)
+	    !rep_primary_attached(td->prim) && mono_ns() >= td->next_connect_ns)
 		td_connect(td);
 	td_heartbeat(td);
 	if (td->role == REP_ROLE_STANDBY && td->sb != NULL)
@@ -919,7 +880,7 @@ int td_run(const struct td_options *o)
 		return 1;
 	td->ctl_fd = td->console_fd = td->sig_fd = -1;
 	td->hb.fd = -1;
-	td->sig_fd = td_signalfd();
+	td->sig_fd = ctl_signalfd();
 	rc = td_open(td, o);
 	if (rc == 1 && o->check_only) {
 		free(td);

@@ -4,6 +4,7 @@
  * Datagram (big-endian): "TNDMHB01", u32 role, u32 name length, u64
  * generation, u64 epoch, name (<= 63 bytes), zero padding to HB_MSG_SIZE.
  */
+#include "clock.h"
 #include "hbpath.h"
 #include "log.h"
 
@@ -15,14 +16,6 @@
 #include <unistd.h>
 
 #define HB_MAGIC "TNDMHB01"
-
-static uint64_t hb_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int hb_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *len,
 	       char *err, size_t errlen)
@@ -142,7 +135,7 @@ static bool hb_parse(struct hb_path *hb, const uint8_t *m, ssize_t len)
 	hb->peer_role = (uint32_t)get_be(m + 8, 4);
 	hb->peer_generation = get_be(m + 16, 8);
 	hb->peer_epoch = get_be(m + 24, 8);
-	hb->last_rx_ns = hb_now_ns();
+	hb->last_rx_ns = mono_ns();
 	return true;
 }
 
@@ -159,5 +152,5 @@ void hb_recv(struct hb_path *hb)
 bool hb_alive(const struct hb_path *hb, uint64_t window_ms)
 {
 	return hb->fd >= 0 && hb->last_rx_ns != 0 &&
-	       hb_now_ns() - hb->last_rx_ns < window_ms * 1000000ULL;
+	       mono_ns() - hb->last_rx_ns < window_ms * 1000000ULL;
 }

@@ -2,6 +2,7 @@
  * protectctl.c - `tandem status|protect|unprotect|set|failover|drill`: the
  * operator's commands, sent to a tandemd's control socket.
  */
+#include "clock.h"
 #include "ctlsock.h"
 #include "failover.h"
 
@@ -282,10 +283,7 @@ static int pc_set(const struct pc_opts *o, int argc, char **argv)
 
 static uint64_t pc_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return mono_ns() / 1000000;
 }
 
 static struct json_object *pc_status_of(const char *control)

@@ -13,6 +13,7 @@
  *                                      destroy the guest (stop) or resume
  */
 #include "ctlsock.h"
+#include "disksync.h"
 #include "failover.h"
 #include "i4check.h"
 #include "hv.h"
@@ -216,30 +217,15 @@ static int vm_open_console(struct vm_opts *o)
  * resize or truncate an existing one. */
 static int vm_prepare_disk(const struct vm_opts *o)
 {
-	struct stat st;
-	int fd;
+	char err[PATH_MAX + 128];
+	int rc;
 
 	if (o->cfg.disk == NULL || o->disk_size == 0)
 		return 0;
-	if (stat(o->cfg.disk, &st) == 0) {
-		if ((uint64_t)st.st_size != o->disk_size) {
-			fprintf(stderr, "tandem: disk %s exists with %lld bytes, "
-				"not the --disk-size %" PRIu64 "; leaving it alone\n",
-				o->cfg.disk, (long long)st.st_size, o->disk_size);
-			return -EEXIST;
-		}
-		return 0;
-	}
-	fd = open(o->cfg.disk, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)o->disk_size) != 0) {
-		fprintf(stderr, "tandem: cannot create disk %s: %s\n", o->cfg.disk,
-			strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -errno;
-	}
-	close(fd);
-	return 0;
+	rc = ds_image_prepare(o->cfg.disk, o->disk_size, err, sizeof(err));
+	if (rc != 0)
+		fprintf(stderr, "tandem: %s\n", err);
+	return rc;
 }
 
 /* ---- progress ---------------------------------------------------------------- */
@@ -256,19 +242,6 @@ static void vm_progress(void *arg, uint64_t done, uint64_t total)
 }
 
 /* ---- the running guest --------------------------------------------------------- */
-
-static int vm_signalfd(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	return signalfd(-1, &set, SFD_CLOEXEC);
-}
 
 static const struct uvm_start_info *vm_start_info(struct hv_domain *dom)
 {
@@ -463,7 +436,7 @@ static int vm_cmd_run(int argc, char **argv, bool restore)
 	}
 	if (vm_open_console(&o) != 0 || vm_prepare_disk(&o) != 0)
 		return VM_EXIT_FAIL;
-	s.sig_fd = vm_signalfd();
+	s.sig_fd = ctl_signalfd();
 	if (restore) {
 		struct rep_snapshot_stats st;
 		char err[320];

@@ -298,6 +298,12 @@ static void rx_one(struct rep_primary *p, const struct tp_msg *m)
 	}
 }
 
+static int rx_handle(void *arg, const struct tp_msg *m)
+{
+	rx_one(arg, m);
+	return 0;
+}
+
 static void *rx_main(void *arg)
 {
 	struct rep_primary *p = arg;
@@ -307,42 +313,19 @@ static void *rx_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	link = p->link;
 	pthread_mutex_unlock(&p->lock);
-	for (;;) {
-		struct tp_msg *m;
-		int rc = tp_recv(link, -1, &m);
-
-		if (rc != 0) {
-			if (tp_link_error(link, err, sizeof(err)) == 0)
-				snprintf(err, sizeof(err), "%s", strerror(-rc));
-			eng_link_failed(p, link, err);
-			return NULL;
-		}
-		pthread_mutex_lock(&p->lock);
-		p->last_heard_ns = rep_now_ns();
-		pthread_mutex_unlock(&p->lock);
-		rx_one(p, m);
-		tp_msg_free(m);
-	}
+	rep_rx_loop(&p->lock, &p->link, &p->last_heard_ns, rx_handle, p, err,
+		    sizeof(err));
+	eng_link_failed(p, link, err);
+	return NULL;
 }
 
 /* Engine thread: tear down a failed link. */
 static void eng_link_down(struct rep_primary *p)
 {
-	struct tp_link *link;
-
-	pthread_mutex_lock(&p->lock);
-	link = p->link;
-	pthread_mutex_unlock(&p->lock);
-	if (link == NULL)
+	if (!rep_link_teardown(&p->lock, &p->link, p->rx, &p->rx_running,
+			       &p->ctl))
 		return;
-	tp_link_abort(link);
-	if (p->rx_running)
-		pthread_join(p->rx, NULL);
-	p->rx_running = false;
-	rep_ctl_set_link(&p->ctl, NULL);
-	tp_link_free(link);
 	pthread_mutex_lock(&p->lock);
-	p->link = NULL;
 	p->link_failed = false;
 	if (p->state == REP_ENG_SYNCING) {
 		/* No epoch of this session committed: nothing to protect, so
@@ -985,6 +968,20 @@ static int att_hello(struct rep_primary *p, struct tp_link *link,
 	return rc;
 }
 
+/* (L) held: forget the unacknowledged epochs (their gate epochs are
+ * released by a later commit, or never). */
+static void eng_drop_unacked(struct rep_primary *p)
+{
+	while (p->unacked != NULL) {
+		struct eng_unacked *u = p->unacked;
+
+		p->unacked = u->next;
+		free(u->bm);
+		free(u);
+	}
+	p->nr_unacked = 0;
+}
+
 /* (L) held: the standby has committed `c` of our session: resume there. */
 static void att_resume(struct rep_primary *p, uint64_t c)
 {
@@ -994,14 +991,7 @@ static void att_resume(struct rep_primary *p, uint64_t c)
 		for (size_t i = 0; i < p->bm_words; i++)
 			p->pending[i] |= u->bm[i];
 	/* Their output stays held until an epoch after them commits. */
-	while (p->unacked != NULL) {
-		struct eng_unacked *u = p->unacked;
-
-		p->unacked = u->next;
-		free(u->bm);
-		free(u);
-	}
-	p->nr_unacked = 0;
+	eng_drop_unacked(p);
 	p->disk_sent = c;
 	log_info("replicator: primary %s: standby resumes after epoch %" PRIu64
 		 " (epochs %" PRIu64 "..%" PRIu64 " go again in the next one)",
@@ -1028,14 +1018,7 @@ static void att_new_session(struct rep_primary *p)
 	p->resume_from = 0;
 	p->resync = false;
 	p->checkpoints_in_session = 0;
-	while (p->unacked != NULL) {
-		struct eng_unacked *u = p->unacked;
-
-		p->unacked = u->next;
-		free(u->bm);
-		free(u);
-	}
-	p->nr_unacked = 0;
+	eng_drop_unacked(p);
 	eng_set_state(p, REP_ENG_SYNCING);
 }
 

@@ -1,20 +1,19 @@
 /*
  * rep_common.c - helpers the engine, the replica and snapshots share.
  */
+#include "clock.h"
 #include "rep_int.h"
 #include "rep_proto.h"
 #include "transport.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 uint64_t rep_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return mono_ns();
 }
 
 void rep_vcpu_to_wire(const struct hv_vcpu_state *hs, unsigned id,
@@ -100,4 +99,58 @@ void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
 	size_t n = rep_heartbeat_encode(&hb, body);
 
 	(void)rep_ctl_send(c, WIRE_REC_REP_HEARTBEAT, 0, body, n);
+}
+
+bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
+		       pthread_t rx, bool *rx_running, struct rep_ctl *ctl)
+{
+	struct tp_link *link;
+
+	pthread_mutex_lock(lock);
+	link = *linkp;
+	pthread_mutex_unlock(lock);
+	if (link == NULL)
+		return false;
+	tp_link_abort(link);
+	if (*rx_running)
+		pthread_join(rx, NULL);
+	*rx_running = false;
+	rep_ctl_set_link(ctl, NULL);
+	tp_link_free(link);
+	pthread_mutex_lock(lock);
+	*linkp = NULL;
+	pthread_mutex_unlock(lock);
+	return true;
+}
+
+void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
+		 uint64_t *last_heard,
+		 int (*handle)(void *arg, const struct tp_msg *m), void *arg,
+		 char *err, size_t errlen)
+{
+	struct tp_link *link;
+
+	pthread_mutex_lock(lock);
+	link = *linkp;
+	pthread_mutex_unlock(lock);
+	for (;;) {
+		struct tp_msg *m;
+		int rc = tp_recv(link, -1, &m);
+
+		if (rc != 0) {
+			if (tp_link_error(link, err, errlen) == 0)
+				snprintf(err, errlen, "%s", strerror(-rc));
+			return;
+		}
+		pthread_mutex_lock(lock);
+		*last_heard = rep_now_ns();
+		pthread_mutex_unlock(lock);
+		rc = handle(arg, m);
+		tp_msg_free(m);
+		if (rc != 0) {
+			snprintf(err, errlen, "bad record stream");
+			tp_link_abort(link);
+			return;
+		}
+	}
 }

@@ -53,6 +53,21 @@ void rep_ctl_set_link(struct rep_ctl *c, struct tp_link *link);
 /* epoch 0 = the stamp as it is. */
 int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
 		 const void *body, size_t len);
+/* If *linkp (guarded by lock) is set: stop its receiver thread (abort
+ * the link, join it), detach the control sender, free the link and clear
+ * *linkp.  Returns whether there was a link. */
+bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
+		       pthread_t rx, bool *rx_running, struct rep_ctl *ctl);
+/*
+ * A receiver thread's loop: take records from the link (read from *linkp
+ * under lock), stamp *last_heard (under lock) and hand each to handle,
+ * until the link fails or handle refuses one (the link is then aborted).
+ * err says why it ended.
+ */
+void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
+		 uint64_t *last_heard,
+		 int (*handle)(void *arg, const struct tp_msg *m), void *arg,
+		 char *err, size_t errlen);
 void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
 		       uint64_t generation, uint64_t epoch);
 

@@ -22,6 +22,7 @@
 #include "hv.h"
 
 struct tp_link;
+struct tp_msg;
 
 struct rep_snapshot_stats {
 	uint64_t pages;       /* pages written or applied */

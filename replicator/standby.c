@@ -488,36 +488,18 @@ static void sb_link_lost(struct rep_standby *s, const char *why)
 		 "committed epoch %" PRIu64, s->vm_name, why, s->committed);
 }
 
+static int sb_handle(void *arg, const struct tp_msg *m)
+{
+	return sb_dispatch(arg, m);
+}
+
 static void *sb_rx_main(void *arg)
 {
 	struct rep_standby *s = arg;
-	struct tp_link *link;
 	char err[TP_ERR_MAX];
 
-	pthread_mutex_lock(&s->lock);
-	link = s->link;
-	pthread_mutex_unlock(&s->lock);
-	for (;;) {
-		struct tp_msg *m;
-		int rc = tp_recv(link, -1, &m);
-
-		if (rc != 0) {
-			if (tp_link_error(link, err, sizeof(err)) == 0)
-				snprintf(err, sizeof(err), "%s", strerror(-rc));
-			break;
-		}
-		pthread_mutex_lock(&s->lock);
-		s->last_heard_ns = rep_now_ns();
-		pthread_mutex_unlock(&s->lock);
-		rc = sb_dispatch(s, m);
-		tp_msg_free(m);
-		if (rc != 0) {
-			snprintf(err, sizeof(err), "bad epoch stream (%s)",
-				 s->last_error);
-			tp_link_abort(link);
-			break;
-		}
-	}
+	rep_rx_loop(&s->lock, &s->link, &s->last_heard_ns, sb_handle, s, err,
+		    sizeof(err));
 	sb_link_lost(s, err);
 	return NULL;
 }
@@ -568,22 +550,7 @@ void rep_link_refuse(struct tp_link *link, uint32_t status, enum rep_role role,
 /* Tear down a link whose receiver has stopped (or stop it). */
 static void sb_link_reap(struct rep_standby *s)
 {
-	struct tp_link *link;
-
-	pthread_mutex_lock(&s->lock);
-	link = s->link;
-	pthread_mutex_unlock(&s->lock);
-	if (link == NULL)
-		return;
-	tp_link_abort(link);
-	if (s->rx_running)
-		pthread_join(s->rx, NULL);
-	s->rx_running = false;
-	rep_ctl_set_link(&s->ctl, NULL);
-	tp_link_free(link);
-	pthread_mutex_lock(&s->lock);
-	s->link = NULL;
-	pthread_mutex_unlock(&s->lock);
+	rep_link_teardown(&s->lock, &s->link, s->rx, &s->rx_running, &s->ctl);
 }
 
 /* A new session: a fresh domain and a zeroed disk for its full copy. */

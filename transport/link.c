@@ -13,6 +13,7 @@
  * States: HANDSHAKE -> UP -> FAILED; link_set_state alone writes ->state
  * and logs the transition.  FAILED is terminal.
  */
+#include "clock.h"
 #include "link_int.h"
 
 #include "log.h"
@@ -113,10 +114,7 @@ struct tp_listener {
 
 static uint64_t now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return mono_ns();
 }
 
 void tpl_deadline(struct timespec *ts, int timeout_ms)

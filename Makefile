@@ -172,6 +172,19 @@ build/fuzz/fuzz_link: tests/fuzz/fuzz_link.c transport/link_codec.c transport/wi
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@ -lxxhash
 
+# Decoders of the replication protocol: rep_proto bodies and DISK_WRITE.
+build/fuzz/fuzz_rep: tests/fuzz/fuzz_rep.c replicator/rep_proto.c disk-sync/ds_write.c transport/wire.c common/log.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@ -lxxhash
+
+# The protection config loader (over libconfig).
+# config.c is instrumented; what it calls (tp_config_*) comes from the library.
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c failover-daemon/config.c build/libtandem.a
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@ $(LDLIBS)
+
 build/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c hypervisor-hooks/uvm/stream_codec.c
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \

@@ -33,6 +33,7 @@ args_for() { # $1 = program name
 		bench_snapshot) echo "--mib 256 --reps 1" ;;
 		bench_link) echo "--seconds 1 --streams 2" ;;
 		bench_codec) echo "--quick --reps 1" ;;
+		bench_checkpoint) echo "--seconds 1 --cycles 50" ;;
 		*) echo "" ;;
 		esac
 	else
@@ -42,6 +43,7 @@ args_for() { # $1 = program name
 		bench_dirty) echo "--trials 10" ;;
 		bench_snapshot) echo "--mib 1024 --reps 3" ;;
 		bench_link) echo "--seconds 3 --streams 4" ;;
+		bench_checkpoint) echo "--interval-ms 25 --seconds 3 --cycles 200" ;;
 		*) echo "" ;;
 		esac
 	fi

@@ -183,7 +183,8 @@ static int td_start_primary(struct td *td)
 static int td_start_standby(struct td *td)
 {
 	struct rep_standby_config sc = { .vm_name = td->cfg.vm_name,
-					 .disk_bytes = td->cfg.disk_bytes };
+					 .disk_bytes = td->cfg.disk_bytes,
+					 .compress = td->cfg.compress };
 	char err[256];
 	int rc;
 

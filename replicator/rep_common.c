@@ -123,7 +123,7 @@ bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
 	return true;
 }
 
-void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
+bool rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
 		 uint64_t *last_heard,
 		 int (*handle)(void *arg, const struct tp_msg *m), void *arg,
 		 char *err, size_t errlen)
@@ -140,7 +140,7 @@ void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
 		if (rc != 0) {
 			if (tp_link_error(link, err, errlen) == 0)
 				snprintf(err, errlen, "%s", strerror(-rc));
-			return;
+			return false;
 		}
 		pthread_mutex_lock(lock);
 		*last_heard = rep_now_ns();
@@ -150,7 +150,7 @@ void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
 		if (rc != 0) {
 			snprintf(err, errlen, "bad record stream");
 			tp_link_abort(link);
-			return;
+			return true;
 		}
 	}
 }

@@ -61,10 +61,10 @@ bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
 /*
  * A receiver thread's loop: take records from the link (read from *linkp
  * under lock), stamp *last_heard (under lock) and hand each to handle,
- * until the link fails or handle refuses one (the link is then aborted).
- * err says why it ended.
+ * until the link fails (false; err says why) or handle refuses one (true:
+ * the link is aborted, the handler has said why).
  */
-void rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
+bool rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
 		 uint64_t *last_heard,
 		 int (*handle)(void *arg, const struct tp_msg *m), void *arg,
 		 char *err, size_t errlen);

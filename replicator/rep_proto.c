@@ -151,7 +151,8 @@ int rep_welcome_decode(const uint8_t *body, size_t len,
 		wire_cursor_fail(&c, -EBADMSG, "status %" PRIu32 " unknown",
 				 out->status);
 	if (c.rc == 0 && (r64 || r32))
-		wire_cursor_fail(&c, -EBADMSG, "reserved fields not zero");
+		wire_cursor_fail(&c, -EBADMSG, "reserved fields 0x%016" PRIx64
+				 " 0x%08" PRIx32 " not zero", r64, r32);
 	return finish(&c, "REP_WELCOME", err, errlen);
 }
 
@@ -241,6 +242,9 @@ int rep_heartbeat_decode(const uint8_t *body, size_t len,
 	wire_get_be32(&c, &out->role);
 	wire_get_be32(&c, &out->flags);
 	check_role(&c, out->role);
+	if (c.rc == 0 && out->flags != 0)
+		wire_cursor_fail(&c, -EBADMSG, "flags 0x%" PRIx32 " unknown",
+				 out->flags);
 	return finish(&c, "REP_HEARTBEAT", err, errlen);
 }
 
@@ -261,9 +265,12 @@ int rep_drill_decode(const uint8_t *body, size_t len, struct rep_drill *out,
 	wire_cursor_init(&c, body, len);
 	wire_get_be32(&c, &out->phase);
 	wire_get_be32(&c, &out->reserved);
-	if (c.rc == 0 && (out->phase >= REP_PHASE_NR || out->reserved))
+	if (c.rc == 0 && out->phase >= REP_PHASE_NR)
 		wire_cursor_fail(&c, -EBADMSG, "phase %" PRIu32 " unknown",
 				 out->phase);
+	if (c.rc == 0 && out->reserved != 0)
+		wire_cursor_fail(&c, -EBADMSG, "reserved 0x%08" PRIx32
+				 " not zero", out->reserved);
 	return finish(&c, "REP_DRILL", err, errlen);
 }
 

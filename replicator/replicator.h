@@ -163,6 +163,7 @@ struct rep_standby_config {
 	struct hv_config hv;       /* memory, vCPUs, cmdline, disk (this
 				      host's), listen (this host's stream) */
 	uint64_t disk_bytes;
+	bool compress;             /* page codecs: as the primary's config */
 };
 
 enum rep_standby_state {

@@ -77,6 +77,7 @@ struct rep_standby {
 	uint8_t *st_pages;
 	size_t st_count, st_cap;
 	bool full;                    /* this epoch writes straight through */
+	bool seen_domain_info;        /* in this (full) epoch */
 	struct sb_state open, done;
 };
 
@@ -268,6 +269,9 @@ static int sb_domain_info(struct rep_standby *s, const struct tp_msg *m)
 		return sb_fail(s, "%s", err);
 	if (!s->full || s->dom == NULL)
 		return sb_fail(s, "DOMAIN_INFO outside a session's first epoch");
+	if (s->seen_domain_info)
+		return sb_fail(s, "DOMAIN_INFO repeated");
+	s->seen_domain_info = true;
 	if (di.mem_bytes != hv_nr_pages(s->dom) * HV_PAGE_SIZE ||
 	    di.nr_vcpus != hv_nr_vcpus(s->dom))
 		return sb_fail(s, "the primary runs %" PRIu64 " MiB and %" PRIu32
@@ -288,8 +292,16 @@ static int sb_disk(struct rep_standby *s, const struct tp_msg *m)
 {
 	char err[DS_ERR_MAX];
 
+	struct ds_write w;
+
 	if (s->disk_rep == NULL)
 		return sb_fail(s, "DISK_WRITE but this host has no disk");
+	if (ds_write_decode(m->body, m->len, s->cfg.disk_bytes, &w, err,
+			    sizeof(err)) != 0)
+		return sb_fail(s, "epoch %" PRIu64 ": %s", m->epoch, err);
+	if (w.kind == DS_KIND_BASE && !s->full)
+		return sb_fail(s, "epoch %" PRIu64 ": a base copy write outside "
+			       "the session's first epoch", m->epoch);
 	if (ds_replica_recv(s->disk_rep, m->epoch, m->body, m->len, err,
 			    sizeof(err)) != 0)
 		return sb_fail(s, "epoch %" PRIu64 ": %s", m->epoch, err);
@@ -311,6 +323,9 @@ static int sb_check_end(struct rep_standby *s, const struct rep_epoch_end *e,
 		return sb_fail(s, "epoch %" PRIu64 " builds on %" PRIu64
 			       ", this replica has %" PRIu64, e->epoch, e->base,
 			       committed);
+	if (s->full && !s->seen_domain_info)
+		return sb_fail(s, "the first epoch %" PRIu64 " has no DOMAIN_INFO",
+			       e->epoch);
 	if (e->records != s->rec_count || e->digest != s->rec_digest)
 		return sb_fail(s, "epoch %" PRIu64 ": %" PRIu64 " records, "
 			       "digest %016" PRIx64 " sent; %" PRIu64 " and %016"
@@ -330,14 +345,22 @@ static int sb_apply(struct rep_standby *s, const struct rep_epoch_end *e)
 	struct sb_state tmp;
 	int rc = 0;
 
+	/* Disk first: its commit can fail (EIO, ENOSPC), page copies not. */
+	if (s->disk_rep != NULL)
+		rc = ds_replica_commit(s->disk_rep, e->epoch);
 	for (size_t i = 0; rc == 0 && i < s->st_count; i++)
 		rc = sb_page_direct(s, s->st_pfn[i],
 				    s->st_pages + i * HV_PAGE_SIZE);
-	if (rc == 0 && s->disk_rep != NULL)
-		rc = ds_replica_commit(s->disk_rep, e->epoch);
-	if (rc != 0)
-		return sb_fail(s, "applying epoch %" PRIu64 ": %s", e->epoch,
+	if (rc != 0) {
+		/* Half applied: this replica is no longer any epoch. */
+		pthread_mutex_lock(&s->lock);
+		s->committed = 0;
+		s->session = 0;
+		pthread_mutex_unlock(&s->lock);
+		return sb_fail(s, "applying epoch %" PRIu64 ": %s; the replica "
+			       "is lost and needs a full copy", e->epoch,
 			       strerror(-rc));
+	}
 	s->open.guest_clock_ns = e->guest_clock_ns;
 	tmp = s->done;
 	s->done = s->open;
@@ -437,13 +460,18 @@ static int sb_dispatch(struct rep_standby *s, const struct tp_msg *m)
 	case WIRE_REC_REP_HANDOVER:
 		return sb_handover(s, m);
 	case WIRE_REC_REP_EPOCH_END:
+		if (m->chan != REP_CHAN_DATA)
+			return sb_fail(s, "REP_EPOCH_END on channel %u", m->chan);
 		return sb_end(s, m);
 	case WIRE_REC_PAGE_CODED:
 	case WIRE_REC_VCPU_STATE:
 	case WIRE_REC_DEVICE_STATE:
 	case WIRE_REC_DOMAIN_INFO:
 	case WIRE_REC_DISK_WRITE:
-		rc = sb_account(s, m);
+		rc = m->chan == REP_CHAN_DATA
+			     ? sb_account(s, m)
+			     : sb_fail(s, "%s on channel %u",
+				       wire_record_type_name(m->type), m->chan);
 		break;
 	default:
 		return sb_fail(s, "unexpected %s record",
@@ -467,15 +495,20 @@ static int sb_dispatch(struct rep_standby *s, const struct tp_msg *m)
 
 /* The link is gone: drop the open epoch; a replica whose first epoch
  * never committed is no replica. */
-static void sb_link_lost(struct rep_standby *s, const char *why)
+static void sb_link_lost(struct rep_standby *s, const char *why,
+			 bool refused)
 {
 	bool full = s->full;
+	char msg[sizeof(s->last_error)];
 
-	sb_discard(s, why);
+	snprintf(msg, sizeof(msg), "%.150s", why); /* may be s->last_error */
+	sb_discard(s, msg);
 	pthread_mutex_lock(&s->lock);
 	if (s->link_lost_ns == 0)
 		s->link_lost_ns = rep_now_ns();
-	snprintf(s->last_error, sizeof(s->last_error), "link: %.150s", why);
+	if (!refused)
+		snprintf(s->last_error, sizeof(s->last_error), "link: %.150s",
+			 msg);
 	if (full) {
 		s->committed = 0;
 		s->session = 0;
@@ -485,7 +518,7 @@ static void sb_link_lost(struct rep_standby *s, const char *why)
 					     : REP_SB_WAITING);
 	pthread_mutex_unlock(&s->lock);
 	log_warn("replicator: standby %s: primary link lost (%s); last "
-		 "committed epoch %" PRIu64, s->vm_name, why, s->committed);
+		 "committed epoch %" PRIu64, s->vm_name, msg, s->committed);
 }
 
 static int sb_handle(void *arg, const struct tp_msg *m)
@@ -498,9 +531,10 @@ static void *sb_rx_main(void *arg)
 	struct rep_standby *s = arg;
 	char err[TP_ERR_MAX];
 
-	rep_rx_loop(&s->lock, &s->link, &s->last_heard_ns, sb_handle, s, err,
-		    sizeof(err));
-	sb_link_lost(s, err);
+	bool refused = rep_rx_loop(&s->lock, &s->link, &s->last_heard_ns,
+				   sb_handle, s, err, sizeof(err));
+
+	sb_link_lost(s, refused ? s->last_error : err, refused);
 	return NULL;
 }
 
@@ -643,6 +677,7 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 		struct codec_opts o;
 
 		codec_opts_init(&o);
+		o.compress = s->cfg.compress;
 		s->dec = codec_dec_new(&o);
 	}
 	sb_discard(s, "new link");
@@ -653,6 +688,7 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	}
 	s->generation = h->generation;
 	s->full = !resume;
+	s->seen_domain_info = false;
 	s->link = link;
 	s->link_lost_ns = 0;
 	s->last_heard_ns = rep_now_ns();

@@ -32,7 +32,7 @@
 #include "rep_proto.h"
 #include "wire.h"
 
-/* ---- spec helpers, independent of the codec ---------------------------- */
+/* ---- spec helpers, independent of the codec ----------------------------- */
 
 static size_t be32_at(uint8_t *p, uint32_t v)
 {
@@ -173,7 +173,7 @@ static void check_lengths(decode_fn dec, const uint8_t *body, size_t len,
 	free(b);
 }
 
-/* ---- fixed bodies ----------------------------------------------------------- */
+/* ---- fixed bodies ------------------------------------------------------- */
 
 static const struct rep_hello hello_fix = {
 	.role = REP_ROLE_PRIMARY,
@@ -274,7 +274,7 @@ static const uint8_t ho_bytes[] = {
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05,
 };
 
-/* ---- round trips -------------------------------------------------------------- */
+/* ---- round trips -------------------------------------------------------- */
 
 static void test_hello_bytes(void **state)
 {
@@ -458,7 +458,7 @@ static void test_every_known_value(void **state)
 	}
 }
 
-/* ---- truncation and trailing bytes ------------------------------------------- */
+/* ---- truncation and trailing bytes -------------------------------------- */
 
 static void test_truncation_every_length(void **state)
 {
@@ -537,7 +537,8 @@ static void test_text_too_long(void **state)
 	be32_at(b + 44, REP_NAME_MAX + 1);
 	memset(b + 48, 'a', REP_NAME_MAX + 1);
 	n = 48 + REP_NAME_MAX + 1;
-	expect_refused(dec_hello, b, n, "REP_HELLO", "vm name", "length 64 > 63");
+	expect_refused(dec_hello, b, n, "REP_HELLO", "vm name",
+		       "length 64 > 63");
 	/* exactly the limit is fine */
 	be32_at(b + 44, REP_NAME_MAX);
 	{
@@ -587,7 +588,7 @@ static void test_text_bytes(void **state)
 	}
 }
 
-/* ---- unknown values ----------------------------------------------------------- */
+/* ---- unknown values ----------------------------------------------------- */
 
 static void test_unknown_values(void **state)
 {
@@ -653,7 +654,7 @@ static void test_unknown_values(void **state)
 		       "flags 0x3 unknown");
 }
 
-/* ---- END's epoch rules -------------------------------------------------------- */
+/* ---- END's epoch rules -------------------------------------------------- */
 
 static void end_with(uint8_t *b, uint64_t epoch, uint64_t base, uint64_t flags)
 {
@@ -708,7 +709,7 @@ static void test_end_epoch_rules(void **state)
 		    e.guest_clock_ns == UINT64_MAX);
 }
 
-/* ---- reserved fields ---------------------------------------------------------- */
+/* ---- reserved fields ---------------------------------------------------- */
 
 static void test_reserved_fields(void **state)
 {
@@ -785,7 +786,7 @@ static void test_small_err_buffer(void **state)
 	assert_memory_equal(err, "REP_HEL", 7);
 }
 
-/* ---- digest and names ---------------------------------------------------------- */
+/* ---- digest and names --------------------------------------------------- */
 
 static void test_record_digest(void **state)
 {
@@ -848,6 +849,34 @@ static void test_names(void **state)
 	assert_int_equal(ph, REP_PHASE_SENT); /* untouched on failure */
 }
 
+/* ---- heartbeat flags and the drill's reserved word ---------------------- */
+
+/* docs/replication.md: decoders refuse unknown flags; no heartbeat flag
+ * is defined, yet rep_heartbeat_decode takes any. */
+static void test_heartbeat_unknown_flags(void **state)
+{
+	uint8_t b[sizeof(hb_bytes)];
+
+	(void)state;
+	memcpy(b, hb_bytes, sizeof(b));
+	be32_at(b + 28, 1);
+	expect_refused(dec_heartbeat, b, sizeof(b), "REP_HEARTBEAT", "flags");
+	be32_at(b + 28, 0x80000000u);
+	expect_refused(dec_heartbeat, b, sizeof(b), "REP_HEARTBEAT", "flags");
+}
+
+/* A DRILL with a known phase and a nonzero reserved word is refused as
+ * "phase N unknown": the message names the wrong field. */
+static void test_drill_reserved_message(void **state)
+{
+	uint8_t b[sizeof(drill_bytes)];
+
+	(void)state;
+	memcpy(b, drill_bytes, sizeof(b));
+	b[7] = 1;
+	expect_refused(dec_drill, b, sizeof(b), "REP_DRILL", "reserved");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -867,6 +896,8 @@ int main(void)
 		cmocka_unit_test(test_small_err_buffer),
 		cmocka_unit_test(test_record_digest),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_heartbeat_unknown_flags),
+		cmocka_unit_test(test_drill_reserved_message),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -34,6 +34,7 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,7 +75,13 @@ struct td {
 	struct rep_standby *sb;
 	struct hb_path hb;
 	int ctl_fd, sig_fd, console_fd;
-	uint64_t next_hb_ns, next_connect_ns;
+	uint64_t next_connect_ns;
+	/* The heartbeat thread: it must never wait behind the main loop
+	 * (a connect, a control request, a switchover).  hb_lock guards
+	 * what it reads: prim, sb, role, generation. */
+	pthread_t hb_thread;
+	bool hb_running, hb_stop;
+	pthread_mutex_t hb_lock;
 	bool split_risk, split_logged;
 	char peer_state[160];
 	struct td_failover fo;
@@ -90,7 +97,32 @@ static void td_set_role(struct td *td, enum rep_role role, const char *why)
 		return;
 	log_info("tandemd: %s: role %s -> %s (%s)", td->cfg.vm_name,
 		 rep_role_name(td->role), rep_role_name(role), why);
+	pthread_mutex_lock(&td->hb_lock);
 	td->role = role;
+	pthread_mutex_unlock(&td->hb_lock);
+}
+
+static void td_set_generation(struct td *td, uint64_t generation)
+{
+	pthread_mutex_lock(&td->hb_lock);
+	td->generation = generation;
+	pthread_mutex_unlock(&td->hb_lock);
+}
+
+/* The main thread is the only writer of prim and sb; these publish and
+ * withdraw them for the heartbeat thread. */
+static void td_set_prim(struct td *td, struct rep_primary *p)
+{
+	pthread_mutex_lock(&td->hb_lock);
+	td->prim = p;
+	pthread_mutex_unlock(&td->hb_lock);
+}
+
+static void td_set_sb(struct td *td, struct rep_standby *sb)
+{
+	pthread_mutex_lock(&td->hb_lock);
+	td->sb = sb;
+	pthread_mutex_unlock(&td->hb_lock);
 }
 
 static void td_peer_state(struct td *td, const char *fmt, ...)
@@ -136,9 +168,13 @@ static int td_protect(struct td *td)
 	};
 	int rc;
 
+	struct rep_primary *p;
+
 	if (td->prim != NULL)
 		return 0;
-	rc = rep_primary_new(td->dom, &pc, &td->prim);
+	rc = rep_primary_new(td->dom, &pc, &p);
+	if (rc == 0)
+		td_set_prim(td, p);
 	td->protect = rc == 0;
 	td->next_connect_ns = 0;
 	return rc;
@@ -146,8 +182,12 @@ static int td_protect(struct td *td)
 
 static void td_unprotect(struct td *td)
 {
-	rep_primary_free(td->prim);
-	td->prim = NULL;
+	struct rep_primary *p = td->prim;
+
+	if (p != NULL)
+		rep_primary_release_standby(p);
+	td_set_prim(td, NULL);
+	rep_primary_free(p);
 	td->protect = false;
 }
 
@@ -174,7 +214,7 @@ static int td_start_primary(struct td *td)
 			  td->cfg.vm_name, strerror(-rc));
 		return rc;
 	}
-	td->generation = 1;
+	td_set_generation(td, 1);
 	log_info("tandemd: %s: guest running (%" PRIu64 " MiB, stream %s)",
 		 td->cfg.vm_name, td->cfg.mem_bytes >> 20, td->me->stream);
 	return td_protect(td);
@@ -190,7 +230,11 @@ static int td_start_standby(struct td *td)
 
 	td_hv_config(td, &sc.hv);
 	sc.hv.image = NULL;
-	rc = rep_standby_new(&sc, &td->sb, err, sizeof(err));
+	struct rep_standby *sb;
+
+	rc = rep_standby_new(&sc, &sb, err, sizeof(err));
+	if (rc == 0)
+		td_set_sb(td, sb);
 	if (rc != 0)
 		log_error("tandemd: %s: cannot become standby: %s",
 			  td->cfg.vm_name, err);
@@ -206,12 +250,16 @@ static int td_demote(struct td *td, uint64_t newer, const char *why)
 		 td->generation, why);
 	if (td->dom != NULL)
 		hv_pause(td->dom, NULL);
-	rep_primary_abandon(td->prim);
-	td->prim = NULL;
+	{
+		struct rep_primary *p = td->prim;
+
+		td_set_prim(td, NULL);
+		rep_primary_abandon(p);
+	}
 	hv_domain_free(td->dom);
 	td->dom = NULL;
 	td->protect = false;
-	td->generation = newer;
+	td_set_generation(td, newer);
 	td_set_role(td, REP_ROLE_STANDBY, "superseded");
 	return td->sb ? 0 : td_start_standby(td);
 }
@@ -234,9 +282,13 @@ static void td_promote(struct td *td, const char *why, uint64_t silent_ms)
 			  err);
 		return;
 	}
-	rep_standby_free(td->sb);
-	td->sb = NULL;
-	td->generation = info.generation;
+	{
+		struct rep_standby *sb = td->sb;
+
+		td_set_sb(td, NULL);
+		rep_standby_free(sb);
+	}
+	td_set_generation(td, info.generation);
 	td->fo = (struct td_failover){
 		.done = true, .epoch = info.epoch,
 		.generation = info.generation, .silent_ms = silent_ms,
@@ -250,6 +302,7 @@ static void td_promote(struct td *td, const char *why, uint64_t silent_ms)
 		 PRIu64 " ms; stream device on %s", td->cfg.vm_name, info.epoch,
 		 td->fo.resume_us, td->fo.rto_ms, td->me->stream);
 	td->split_risk = false;
+	td->force_promote = false;
 	if (td_protect(td) != 0)
 		log_error("tandemd: %s: running unprotected", td->cfg.vm_name);
 }
@@ -291,7 +344,7 @@ static void td_accept_one(struct td *td, struct tp_link *link)
 		log_warn("tandemd: %s: refused primary: %s", td->cfg.vm_name,
 			 err);
 	else
-		td->generation = h.generation;
+		td_set_generation(td, h.generation);
 }
 
 static void td_accept(struct td *td)
@@ -338,6 +391,12 @@ static void td_detect(struct td *td)
 		td_promote(td, "planned switchover: the primary handed over", 0);
 		return;
 	}
+	if (st.released && st.committed == 0) {
+		td_peer_state(td, "the primary released the replica "
+			      "(unprotected, or its guest shut down): not "
+			      "taking over");
+		return;
+	}
 	if (st.state == REP_SB_WAITING && st.committed == 0) {
 		td_peer_state(td, "no primary attached; nothing to protect yet");
 		return;
@@ -363,7 +422,7 @@ static void td_detect(struct td *td)
 		td_promote(td, "operator: failover --force", st.peer_silent_ms);
 		return;
 	}
-	if (hb_alive(&td->hb, window)) {
+	if (hb_primary_alive(&td->hb, window, td->generation)) {
 		td_peer_state(td, "replication link down; primary alive on the "
 			      "heartbeat path: not promoting");
 		return;
@@ -379,15 +438,13 @@ static void td_detect(struct td *td)
 		      "`tandem failover --force` if it is dead", st.peer_silent_ms);
 }
 
-/* ---- heartbeats ------------------------------------------------------------- */
+/* ---- heartbeats (their own thread) ------------------------------------------ */
 
-static void td_heartbeat(struct td *td)
+static void td_heartbeat_once(struct td *td)
 {
-	uint64_t now = mono_ns(), epoch = 0;
+	uint64_t epoch = 0;
 
-	if (now < td->next_hb_ns)
-		return;
-	td->next_hb_ns = now + (uint64_t)td->cfg.hb_interval_ms * 1000000ULL;
+	pthread_mutex_lock(&td->hb_lock);
 	if (td->prim != NULL) {
 		struct rep_primary_stats ps;
 
@@ -402,6 +459,51 @@ static void td_heartbeat(struct td *td)
 		epoch = ss.committed;
 	}
 	hb_send(&td->hb, td->role, td->generation, epoch);
+	pthread_mutex_unlock(&td->hb_lock);
+}
+
+static void *td_hb_main(void *arg)
+{
+	struct td *td = arg;
+	struct timespec next;
+
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (;;) {
+		pthread_mutex_lock(&td->hb_lock);
+		if (td->hb_stop) {
+			pthread_mutex_unlock(&td->hb_lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&td->hb_lock);
+		td_heartbeat_once(td);
+		next.tv_nsec += (long)td->cfg.hb_interval_ms * 1000000L;
+		while (next.tv_nsec >= 1000000000L) {
+			next.tv_nsec -= 1000000000L;
+			next.tv_sec++;
+		}
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next,
+				       NULL) == EINTR)
+			;
+	}
+}
+
+static int td_hb_start(struct td *td)
+{
+	int rc = -pthread_create(&td->hb_thread, NULL, td_hb_main, td);
+
+	td->hb_running = rc == 0;
+	return rc;
+}
+
+static void td_hb_stop(struct td *td)
+{
+	if (!td->hb_running)
+		return;
+	pthread_mutex_lock(&td->hb_lock);
+	td->hb_stop = true;
+	pthread_mutex_unlock(&td->hb_lock);
+	pthread_join(td->hb_thread, NULL);
+	td->hb_running = false;
 }
 
 /* ---- control socket ------------------------------------------------------------ */
@@ -749,6 +851,8 @@ static void td_check_guest(struct td *td)
 		return;
 	log_info("tandemd: %s: the guest shut down (%s)", td->cfg.vm_name,
 		 info.detail);
+	if (td->prim != NULL)
+		rep_primary_release_standby(td->prim);
 	td->exit_code = info.code == 0 ? 0 : 1;
 	td->quit = true;
 }
@@ -759,7 +863,6 @@ static void td_tick(struct td *td)
 	if (td->role == REP_ROLE_PRIMARY && td->prim != NULL &&
 	    !rep_primary_attached(td->prim) && mono_ns() >= td->next_connect_ns)
 		td_connect(td);
-	td_heartbeat(td);
 	if (td->role == REP_ROLE_STANDBY && td->sb != NULL)
 		td_detect(td);
 	else if (td->role == REP_ROLE_PRIMARY && td->prim != NULL)
@@ -852,12 +955,17 @@ static int td_open(struct td *td, const struct td_options *o)
 
 static void td_close(struct td *td)
 {
+	struct rep_primary *p = td->prim;
+	struct rep_standby *sb = td->sb;
+
+	td_hb_stop(td);
+	td->prim = NULL;
+	td->sb = NULL;
 	/* Held output stays held: a standby may take over from an epoch
 	 * before it, so it must never leave. */
-	rep_primary_abandon(td->prim);
-	td->prim = NULL;
+	rep_primary_abandon(p);
 	hv_domain_free(td->dom);
-	rep_standby_free(td->sb);
+	rep_standby_free(sb);
 	if (td->lst != NULL)
 		tp_listener_free(td->lst);
 	tp_ctx_free(td->ctx);
@@ -870,6 +978,7 @@ static void td_close(struct td *td)
 		close(td->console_fd);
 	if (td->sig_fd >= 0)
 		close(td->sig_fd);
+	pthread_mutex_destroy(&td->hb_lock);
 }
 
 int td_run(const struct td_options *o)
@@ -881,9 +990,11 @@ int td_run(const struct td_options *o)
 		return 1;
 	td->ctl_fd = td->console_fd = td->sig_fd = -1;
 	td->hb.fd = -1;
+	pthread_mutex_init(&td->hb_lock, NULL);
 	td->sig_fd = ctl_signalfd();
 	rc = td_open(td, o);
 	if (rc == 1 && o->check_only) {
+		pthread_mutex_destroy(&td->hb_lock);
 		free(td);
 		return 0;
 	}
@@ -893,6 +1004,8 @@ int td_run(const struct td_options *o)
 			    "started");
 		rc = td->role == REP_ROLE_PRIMARY ? td_start_primary(td)
 						  : td_start_standby(td);
+		if (rc == 0)
+			rc = td_hb_start(td);
 	}
 	if (rc == 0) {
 		log_info("tandemd: %s: %s on %s, replication %s, control %s",

@@ -154,3 +154,10 @@ bool hb_alive(const struct hb_path *hb, uint64_t window_ms)
 	return hb->fd >= 0 && hb->last_rx_ns != 0 &&
 	       mono_ns() - hb->last_rx_ns < window_ms * 1000000ULL;
 }
+
+bool hb_primary_alive(const struct hb_path *hb, uint64_t window_ms,
+		      uint64_t generation)
+{
+	return hb_alive(hb, window_ms) && hb->peer_role == 1 /* primary */ &&
+	       hb->peer_generation >= generation;
+}

@@ -36,7 +36,11 @@ void hb_send(struct hb_path *hb, uint32_t role, uint64_t generation,
 	     uint64_t epoch);
 /* Drain the socket (call on POLLIN). */
 void hb_recv(struct hb_path *hb);
-/* Heard from the peer within window_ms. */
+/* Heard from the peer within window_ms, as a primary of at least
+ * `generation`. */
+bool hb_primary_alive(const struct hb_path *hb, uint64_t window_ms,
+		      uint64_t generation);
+/* Heard from the peer within window_ms, whatever its role. */
 bool hb_alive(const struct hb_path *hb, uint64_t window_ms);
 
 #endif

@@ -193,7 +193,8 @@ static void pc_print_status(struct json_object *r)
 	if (js_o(r, "replica"))
 		pc_print_replica(js_o(r, "replica"));
 	printf("  peer %s: %s\n", js_s(peer, "name"), js_s(peer, "state"));
-	if (pc_ok(js_o(r, "split_risk")))
+	if (js_o(r, "split_risk") &&
+	    json_object_get_boolean(js_o(r, "split_risk")))
 		printf("  SPLIT RISK: not promoting on its own\n");
 	if (fo != NULL)
 		printf("  failover: %s; resumed epoch %" PRId64 ", RTO %" PRId64

@@ -137,6 +137,8 @@ struct rep_primary {
 	/* per epoch being streamed */
 	uint64_t cur_records, cur_digest, cur_bytes;
 	uint64_t checkpoints_in_session;   /* engine */
+	uint64_t ends_sent;                /* (L) ENDs queued this session */
+	bool no_release;                   /* (L) abandoned: never release */
 	enum eng_handover handover;        /* (L) */
 	uint64_t handover_epoch;           /* (L) the final epoch */
 };
@@ -274,12 +276,14 @@ static void rx_one(struct rep_primary *p, const struct tp_msg *m)
 	case WIRE_REC_REP_ACK:
 		if (rep_ack_decode(m->body, m->len, &ack, err, sizeof(err)) == 0) {
 			pthread_mutex_lock(&p->lock);
-			ds_log_acked(p->dlog, ack.epoch); /* dlog swaps under lock */
-			if (ack.epoch > p->epoch)
+			if (ack.epoch > p->epoch) {
 				log_error("replicator: ack of epoch %" PRIu64
 					  " never made; ignored", ack.epoch);
-			else
+			} else {
+				/* dlog is swapped under the lock */
+				ds_log_acked(p->dlog, ack.epoch);
 				eng_acked(p, ack.epoch);
+			}
 			pthread_mutex_unlock(&p->lock);
 			eng_kick(p);
 		}
@@ -319,6 +323,8 @@ static void *rx_main(void *arg)
 	return NULL;
 }
 
+static void eng_sync_abandon(struct rep_primary *p);
+
 /* Engine thread: tear down a failed link. */
 static void eng_link_down(struct rep_primary *p)
 {
@@ -327,20 +333,32 @@ static void eng_link_down(struct rep_primary *p)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->link_failed = false;
-	if (p->state == REP_ENG_SYNCING) {
-		/* No epoch of this session committed: nothing to protect, so
-		 * nothing to hold.  The next standby gets a full copy. */
-		hv_gate_hold(p->dom, false);
-		p->gate_released = p->epoch; /* the gate counts on */
+	if (p->state == REP_ENG_SYNCING && p->ends_sent == 0 &&
+	    !p->no_release) {
+		/* No END of this session ever left: the standby cannot have
+		 * committed anything, so nothing needs holding.  The next
+		 * standby gets a full copy. */
+		pthread_mutex_unlock(&p->lock);
+		eng_sync_abandon(p);
+		pthread_mutex_lock(&p->lock);
 		p->resync = true;
 		eng_set_state(p, REP_ENG_IDLE);
-	} else if (p->state == REP_ENG_PROTECTED) {
+	} else if (p->state == REP_ENG_SYNCING ||
+		   p->state == REP_ENG_PROTECTED) {
+		/* An END went out: its ack may be what was lost.  Hold. */
 		eng_set_state(p, REP_ENG_DEGRADED);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
 
 /* ---- streaming ---------------------------------------------------------- */
+
+/* A new epoch's record count and digest start from zero (also after a
+ * failed one). */
+static void eng_epoch_begin(struct rep_primary *p)
+{
+	p->cur_records = p->cur_digest = p->cur_bytes = 0;
+}
 
 static int eng_send(struct rep_primary *p, struct tp_link *link,
 		    uint32_t type, const void *body, size_t len)
@@ -491,23 +509,20 @@ static int eng_send_state(struct rep_primary *p, struct tp_link *link)
 	return rc;
 }
 
-static int eng_send_end(struct rep_primary *p, bool full, uint64_t pages,
-			uint64_t disk_bytes)
+static int eng_send_end(struct rep_primary *p, struct tp_link *link,
+			uint64_t epoch, uint64_t base, bool full,
+			uint64_t pages, uint64_t disk_bytes)
 {
 	struct rep_epoch_end end = {
-		.epoch = p->epoch + 1, .records = p->cur_records,
+		.epoch = epoch, .base = full ? 0 : base,
+		.records = p->cur_records,
 		.digest = p->cur_digest, .pages = pages,
 		.disk_bytes = disk_bytes,
 		.guest_clock_ns = p->st.guest_clock_ns,
 		.flags = full ? REP_END_FULL : 0,
 	};
 	uint8_t body[64];
-	struct tp_link *link;
 
-	pthread_mutex_lock(&p->lock);
-	end.base = full ? 0 : p->resume_from;
-	link = p->link;
-	pthread_mutex_unlock(&p->lock);
 	return tp_send(link, REP_CHAN_DATA, WIRE_REC_REP_EPOCH_END, end.epoch,
 		       body, rep_epoch_end_encode(&end, body));
 }
@@ -535,14 +550,11 @@ static int eng_capture(struct rep_primary *p, struct eng_pause *ep, bool keep)
 	rc = hv_dirty_fetch(p->dom, p->pending, NULL);
 	if (rc == 0)
 		rc = eng_save_state(p);
-	if (rc == 0 && p->dlog != NULL)
-		rc = ds_log_cut(p->dlog, e);
 	if (rc == 0) {
 		ep->pages = bm_count(p->pending, p->bm_words);
 		rc = eng_stage_pages(p, p->pending, ep->pages);
 	}
 	if (rc == 0) {
-		ep->gate_epoch = hv_gate_next_epoch(p->dom);
 		ep->bm = p->pending;
 		p->pending = calloc(p->bm_words, sizeof(uint64_t));
 		if (p->pending == NULL) {
@@ -550,18 +562,28 @@ static int eng_capture(struct rep_primary *p, struct eng_pause *ep, bool keep)
 			rc = -ENOMEM;
 		}
 	}
+	/* Last, so that a failure above leaves epoch e open to try again. */
+	if (rc == 0 && p->dlog != NULL && ds_log_cut(p->dlog, e) != 0)
+		log_error("replicator: primary %s: disk log cut of epoch %"
+			  PRIu64 " refused; the next attach makes a full copy",
+			  p->vm_name, e);
+	if (rc == 0)
+		ep->gate_epoch = hv_gate_next_epoch(p->dom);
 	if (!keep || rc != 0)
 		hv_unpause(p->dom);
 	ep->pause_us = (rep_now_ns() - ep->start_ns) / 1000;
 	return rc;
 }
 
-static void eng_record(struct rep_primary *p, struct eng_pause *ep,
-		       uint64_t disk_bytes)
+/* The epoch is made: count it and keep what a resume needs.  Returns the
+ * base it builds on. */
+static uint64_t eng_record(struct rep_primary *p, struct eng_pause *ep,
+			   uint64_t disk_bytes, struct eng_unacked *u)
 {
-	struct eng_unacked *u = calloc(1, sizeof(*u));
+	uint64_t base;
 
 	pthread_mutex_lock(&p->lock);
+	base = p->resume_from;
 	p->epoch++;
 	p->resume_from = p->epoch; /* the next epoch builds on this one */
 	if (u != NULL) {
@@ -575,8 +597,6 @@ static void eng_record(struct rep_primary *p, struct eng_pause *ep,
 			tail = &(*tail)->next;
 		*tail = u;
 		p->nr_unacked++;
-	} else {
-		free(ep->bm);
 	}
 	p->pause_ring[p->checkpoints % ENG_PAUSE_RING] = ep->pause_us;
 	p->rate_ring[p->checkpoints % ENG_RATE_RING] = ep->start_ns;
@@ -587,34 +607,46 @@ static void eng_record(struct rep_primary *p, struct eng_pause *ep,
 	p->last_disk_bytes = disk_bytes;
 	p->last_ckpt_ns = ep->start_ns;
 	pthread_mutex_unlock(&p->lock);
+	return base;
 }
 
+/*
+ * One checkpoint.  The epoch is counted (eng_record) before its END goes
+ * out, so that an ack, which may come back at once, finds it made.
+ */
 static int eng_checkpoint(struct rep_primary *p, struct tp_link *link,
 			  bool full, bool keep_paused)
 {
 	struct eng_pause ep = { 0 };
 	struct eng_emit em = { .p = p, .link = link };
-	int rc = eng_capture(p, &ep, keep_paused);
+	struct eng_unacked *u = calloc(1, sizeof(*u));
+	uint64_t e = p->epoch + 1, base;
+	int rc = u ? eng_capture(p, &ep, keep_paused) : -ENOMEM;
 
+	if (!full)
+		eng_epoch_begin(p);
 	if (rc != 0) {
+		free(u);
 		eng_error(p, "checkpoint capture failed: %s", strerror(-rc));
 		return rc;
 	}
 	rc = eng_send_pages(p, link, p->st.pfn, p->st.pages, p->st.count);
 	if (rc == 0 && p->dlog != NULL) {
-		rc = ds_log_emit(p->dlog, p->disk_sent, p->epoch + 1,
-				 eng_emit_disk, &em);
+		rc = ds_log_emit(p->dlog, p->disk_sent, e, eng_emit_disk, &em);
 		if (rc == 0)
-			p->disk_sent = p->epoch + 1;
+			p->disk_sent = e;
 	}
 	if (rc == 0)
 		rc = eng_send_state(p, link);
+	base = eng_record(p, &ep, em.bytes, u);
 	if (rc == 0)
-		rc = eng_send_end(p, full, ep.pages, em.bytes);
-	eng_record(p, &ep, em.bytes);
-	if (rc == 0)
+		rc = eng_send_end(p, link, e, base, full, ep.pages, em.bytes);
+	if (rc == 0) {
+		pthread_mutex_lock(&p->lock);
+		p->ends_sent++;
+		pthread_mutex_unlock(&p->lock);
 		eng_failpoint(p, REP_PHASE_SENT);
-	p->cur_records = p->cur_digest = p->cur_bytes = 0;
+	}
 	return rc;
 }
 
@@ -626,6 +658,23 @@ static void eng_tap(void *arg, uint64_t offset, const struct iovec *iov,
 	struct rep_primary *p = arg;
 
 	(void)ds_log_write(p->dlog, offset, iov, iovcnt, len);
+}
+
+/* A full copy that never sent its END: stop the disk tap and the write log
+ * (with no standby they would only grow) and let held output go. */
+static void eng_sync_abandon(struct rep_primary *p)
+{
+	if (hv_pause(p->dom, NULL) == 0) {
+		if (p->tap_on)
+			hv_disk_tap(p->dom, NULL, NULL);
+		p->tap_on = false;
+		hv_gate_hold(p->dom, false);
+		hv_unpause(p->dom);
+	}
+	pthread_mutex_lock(&p->lock);
+	ds_log_free(p->dlog);
+	p->dlog = NULL;
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* Paused: fresh write log, tap, dirty log, gate; learn the device ports. */
@@ -752,6 +801,8 @@ static int eng_full_sync(struct rep_primary *p, struct tp_link *link)
 	uint64_t *bm = calloc(p->bm_words, sizeof(uint64_t));
 	int rc = bm ? eng_sync_begin(p) : -ENOMEM;
 
+	eng_epoch_begin(p);
+
 	if (rc == 0)
 		rc = hv_populated(p->dom, bm);
 	pthread_mutex_lock(&p->lock);
@@ -806,11 +857,14 @@ static int64_t eng_due_in(struct rep_primary *p)
 	int mode = atomic_load(&p->mode);
 	int64_t due;
 
+	bool full;
+
 	pthread_mutex_lock(&p->lock);
 	due = (int64_t)(p->last_ckpt_ns + iv - now);
-	if (p->nr_unacked >= ENG_MAX_INFLIGHT)
-		due = 1000000; /* wait for acks; recheck in 1 ms */
+	full = p->nr_unacked >= ENG_MAX_INFLIGHT;
 	pthread_mutex_unlock(&p->lock);
+	if (full)
+		return 1000000; /* wait for acks (they kick); recheck in 1 ms */
 	if (out != 0 && mode == REP_MODE_KEMARI && due > 0)
 		due = 0;
 	if (out != 0 && mode == REP_MODE_HYBRID) {
@@ -858,6 +912,8 @@ static bool eng_handover_step(struct rep_primary *p, struct tp_link *link,
 		return false;
 	if (ho == HO_REQUESTED) {
 		*rc = eng_checkpoint(p, link, false, true);
+		if (*rc != 0 && hv_is_paused(p->dom))
+			hv_unpause(p->dom); /* the guest runs on here */
 		pthread_mutex_lock(&p->lock);
 		p->handover = *rc == 0 ? HO_FINAL_SENT : HO_NONE;
 		p->handover_epoch = p->epoch;
@@ -968,6 +1024,22 @@ static int att_hello(struct rep_primary *p, struct tp_link *link,
 	return rc;
 }
 
+/* A fresh page encoder for a new link (its peer's decoder starts empty). */
+static int att_encoder(struct rep_primary *p, char *err, size_t errlen)
+{
+	struct codec_opts o;
+
+	codec_enc_free(p->enc);
+	codec_opts_init(&o);
+	o.compress = p->cfg.compress;
+	p->enc = codec_enc_new(&o);
+	if (p->enc == NULL) {
+		snprintf(err, errlen, "out of memory for the page encoder");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* (L) held: forget the unacknowledged epochs (their gate epochs are
  * released by a later commit, or never). */
 static void eng_drop_unacked(struct rep_primary *p)
@@ -1016,6 +1088,7 @@ static void att_pick_session(struct rep_primary *p)
 static void att_new_session(struct rep_primary *p)
 {
 	p->resume_from = 0;
+	p->ends_sent = 0;
 	p->resync = false;
 	p->checkpoints_in_session = 0;
 	eng_drop_unacked(p);
@@ -1046,10 +1119,14 @@ int rep_primary_attach(struct rep_primary *p, struct tp_link *link,
 		snprintf(err, errlen, "refused by the peer: %s", w.reason);
 		rc = -EPERM;
 	}
+	if (rc == 0)
+		rc = att_encoder(p, err, errlen);
 	if (rc != 0) {
 		tp_link_free(link);
 		return rc;
 	}
+	rep_ctl_set_link(&p->ctl, link);
+	/* The engine sees the link only with its receiver running. */
 	pthread_mutex_lock(&p->lock);
 	if (w.session == p->session && p->session != 0 && !p->resync &&
 	    w.committed >= p->committed && w.committed <= p->epoch &&
@@ -1063,17 +1140,18 @@ int rep_primary_attach(struct rep_primary *p, struct tp_link *link,
 	p->link_failed = false;
 	p->last_heard_ns = rep_now_ns();
 	p->last_ckpt_ns = rep_now_ns();
+	rc = -pthread_create(&p->rx, NULL, rx_main, p);
+	p->rx_running = rc == 0;
+	if (rc != 0)
+		p->link = NULL;
 	pthread_mutex_unlock(&p->lock);
-	rep_ctl_set_link(&p->ctl, link);
-	codec_enc_free(p->enc);
-	{
-		struct codec_opts o;
-
-		codec_opts_init(&o);
-		o.compress = p->cfg.compress;
-		p->enc = codec_enc_new(&o);
+	if (rc != 0) {
+		rep_ctl_set_link(&p->ctl, NULL);
+		tp_link_free(link);
+		snprintf(err, errlen, "cannot start the receiver: %s",
+			 strerror(-rc));
+		return rc;
 	}
-	p->rx_running = pthread_create(&p->rx, NULL, rx_main, p) == 0;
 	eng_kick(p);
 	log_info("replicator: primary %s: standby %s attached", p->vm_name,
 		 tp_link_peer(link));
@@ -1107,6 +1185,18 @@ static int prim_open_disk(struct rep_primary *p)
 	return 0;
 }
 
+/* Install the event-channel hook, with the guest paused. */
+static int prim_hook(struct rep_primary *p)
+{
+	int rc = hv_pause(p->dom, NULL);
+
+	if (rc != 0)
+		return rc;
+	rc = hv_evtchn_hook(p->dom, eng_hook, p);
+	hv_unpause(p->dom);
+	return rc;
+}
+
 int rep_primary_new(struct hv_domain *dom, const struct rep_primary_config *cfg,
 		    struct rep_primary **out)
 {
@@ -1116,6 +1206,7 @@ int rep_primary_new(struct hv_domain *dom, const struct rep_primary_config *cfg,
 	*out = NULL;
 	if (p == NULL)
 		return -ENOMEM;
+	p->disk_fd = -1;
 	p->dom = dom;
 	p->cfg = *cfg;
 	snprintf(p->vm_name, sizeof(p->vm_name), "%s", cfg->vm_name);
@@ -1136,15 +1227,13 @@ int rep_primary_new(struct hv_domain *dom, const struct rep_primary_config *cfg,
 	rc = p->kick_fd >= 0 && p->pending && p->st.vcpu && p->st.dev
 		     ? prim_open_disk(p) : -ENOMEM;
 	if (rc == 0)
-		rc = hv_evtchn_hook(dom, eng_hook, p);
+		rc = prim_hook(p);
 	if (rc == 0)
 		rc = -pthread_create(&p->engine, NULL, eng_main, p);
 	if (rc != 0) {
 		log_error("replicator: cannot start protecting %s: %s",
 			  p->vm_name, strerror(-rc));
-		hv_evtchn_hook(dom, NULL, NULL);
 		p->engine = 0;
-		p->stop = true;
 		rep_primary_free(p);
 		return rc;
 	}
@@ -1159,29 +1248,33 @@ int rep_primary_new(struct hv_domain *dom, const struct rep_primary_config *cfg,
  * the domain paused with its held output, for its owner to destroy. */
 static void prim_free(struct rep_primary *p, bool release)
 {
+	struct tp_link *link;
+
 	if (p == NULL)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
+	p->no_release = !release;
+	link = p->link;
+	if (link != NULL)
+		tp_link_abort(link); /* unblocks a send the engine waits in */
 	pthread_mutex_unlock(&p->lock);
 	if (p->engine) {
 		eng_kick(p);
 		pthread_join(p->engine, NULL);
 	}
+	/* Hooks change only while the guest is paused. */
+	hv_pause(p->dom, NULL);
 	hv_evtchn_hook(p->dom, NULL, NULL);
-	if (!release) {
-		hv_pause(p->dom, NULL);
-		if (p->tap_on)
-			hv_disk_tap(p->dom, NULL, NULL);
-	} else if (hv_pause(p->dom, NULL) == 0) {
-		if (p->tap_on)
-			hv_disk_tap(p->dom, NULL, NULL);
+	if (p->tap_on)
+		hv_disk_tap(p->dom, NULL, NULL);
+	if (release) {
 		if (p->dirty_on)
 			hv_dirty_disable(p->dom);
 		hv_gate_hold(p->dom, false);
 		hv_unpause(p->dom);
 	}
-	att_new_session(p); /* frees what is left unacked */
+	eng_drop_unacked(p);
 	ds_log_free(p->dlog);
 	codec_enc_free(p->enc);
 	wire_buf_fini(&p->buf);
@@ -1243,7 +1336,25 @@ void rep_primary_heartbeat(struct rep_primary *p)
 	pthread_mutex_lock(&p->lock);
 	e = p->epoch;
 	pthread_mutex_unlock(&p->lock);
-	rep_ctl_heartbeat(&p->ctl, REP_ROLE_PRIMARY, p->cfg.generation, e);
+	rep_ctl_heartbeat(&p->ctl, REP_ROLE_PRIMARY, p->cfg.generation, e, 0);
+}
+
+void rep_primary_release_standby(struct rep_primary *p)
+{
+	struct tp_link *link;
+	uint64_t e;
+
+	pthread_mutex_lock(&p->lock);
+	e = p->epoch;
+	link = p->link;
+	pthread_mutex_unlock(&p->lock);
+	if (link == NULL)
+		return;
+	rep_ctl_heartbeat(&p->ctl, REP_ROLE_PRIMARY, p->cfg.generation, e,
+			  REP_HB_RELEASE);
+	(void)rep_ctl_flush(&p->ctl, 1000);
+	log_info("replicator: primary %s: told the standby to drop its replica",
+		 p->vm_name);
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -90,11 +90,23 @@ int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
 	return rc;
 }
 
+int rep_ctl_flush(struct rep_ctl *c, int timeout_ms)
+{
+	int rc = -ENOTCONN;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->link != NULL)
+		rc = tp_flush(c->link, timeout_ms);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
-		       uint64_t generation, uint64_t epoch)
+		       uint64_t generation, uint64_t epoch, uint32_t flags)
 {
 	struct rep_heartbeat hb = { .generation = generation, .epoch = epoch,
-				    .sent_ns = rep_now_ns(), .role = role };
+				    .sent_ns = rep_now_ns(), .role = role,
+				    .flags = flags };
 	uint8_t body[64];
 	size_t n = rep_heartbeat_encode(&hb, body);
 

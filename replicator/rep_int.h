@@ -68,7 +68,10 @@ bool rep_rx_loop(pthread_mutex_t *lock, struct tp_link **linkp,
 		 uint64_t *last_heard,
 		 int (*handle)(void *arg, const struct tp_msg *m), void *arg,
 		 char *err, size_t errlen);
+/* Wait until what was sent on the link is in the kernel (or it fails);
+ * the link cannot be freed meanwhile. */
+int rep_ctl_flush(struct rep_ctl *c, int timeout_ms);
 void rep_ctl_heartbeat(struct rep_ctl *c, enum rep_role role,
-		       uint64_t generation, uint64_t epoch);
+		       uint64_t generation, uint64_t epoch, uint32_t flags);
 
 #endif

@@ -242,7 +242,7 @@ int rep_heartbeat_decode(const uint8_t *body, size_t len,
 	wire_get_be32(&c, &out->role);
 	wire_get_be32(&c, &out->flags);
 	check_role(&c, out->role);
-	if (c.rc == 0 && out->flags != 0)
+	if (c.rc == 0 && (out->flags & ~REP_HB_RELEASE))
 		wire_cursor_fail(&c, -EBADMSG, "flags 0x%" PRIx32 " unknown",
 				 out->flags);
 	return finish(&c, "REP_HEARTBEAT", err, errlen);

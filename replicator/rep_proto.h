@@ -50,6 +50,10 @@ struct rep_heartbeat {
 	uint32_t flags;
 };
 
+/* The primary no longer needs the replica (unprotected, or its guest
+ * shut down): the standby drops it and must not take over from it. */
+#define REP_HB_RELEASE 1u
+
 struct rep_drill {
 	uint32_t phase;       /* enum rep_phase: where the primary dies */
 	uint32_t reserved;

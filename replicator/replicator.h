@@ -146,6 +146,9 @@ int rep_primary_set_mode(struct rep_primary *p, enum rep_mode mode);
 void rep_primary_failpoint(struct rep_primary *p, enum rep_phase phase);
 /* Send a heartbeat on the link, if any. */
 void rep_primary_heartbeat(struct rep_primary *p);
+/* Tell the standby its replica is no longer needed (before unprotecting,
+ * or when the guest shut down): it drops it and will not take over. */
+void rep_primary_release_standby(struct rep_primary *p);
 /* Planned switchover: a final checkpoint with the guest left paused;
  * once the standby has committed it, REP_HANDOVER tells it to take over.
  * 0: handed over (the guest stays paused; the caller abandons it).  On
@@ -186,6 +189,7 @@ struct rep_standby_stats {
 	uint64_t link_lost_ms;     /* since the link went, or 0 if up */
 	bool link_up;
 	bool handover;             /* the primary handed over */
+	bool released;             /* the primary released the replica */
 	bool drill_armed;          /* a drill told the primary to die */
 	uint64_t discarded;        /* epochs dropped half-received */
 	char last_error[160];

@@ -68,6 +68,7 @@ struct rep_standby {
 	uint64_t link_lost_ns;        /* (L) 0 while up */
 	bool drill_armed;             /* (L) */
 	bool handover;                /* (L) the primary handed over */
+	bool released;                /* (L) the primary released the replica */
 	char last_error[160];         /* (L) */
 
 	/* the open epoch (receiver thread) */
@@ -381,7 +382,11 @@ static int sb_end(struct rep_standby *s, const struct tp_msg *m)
 		return sb_fail(s, "%s", err);
 	pthread_mutex_lock(&s->lock);
 	committed = s->committed;
+	rc = s->released ? -EPERM : 0;
 	pthread_mutex_unlock(&s->lock);
+	if (rc != 0)
+		return sb_fail(s, "END of epoch %" PRIu64 " after the primary "
+			       "released the replica", e.epoch);
 	rc = sb_check_end(s, &e, committed);
 	pthread_mutex_lock(&s->apply_lock);
 	if (rc == 0)
@@ -425,7 +430,19 @@ static int sb_heartbeat_in(struct rep_standby *s, const struct tp_msg *m)
 		return sb_fail(s, "%s", err);
 	pthread_mutex_lock(&s->lock);
 	s->peer_epoch = hb.epoch;
+	if (hb.flags & REP_HB_RELEASE) {
+		s->committed = 0;
+		s->session = 0;
+		s->released = true;
+		sb_set_state(s, REP_SB_WAITING);
+	}
 	pthread_mutex_unlock(&s->lock);
+	if (hb.flags & REP_HB_RELEASE) {
+		sb_discard(s, "the primary released the replica");
+		log_warn("replicator: standby %s: the primary released this "
+			 "replica (unprotected, or its guest shut down): nothing "
+			 "to take over from", s->vm_name);
+	}
 	return 0;
 }
 
@@ -628,6 +645,14 @@ static int sb_check_hello(struct rep_standby *s, const struct rep_hello *h,
 		snprintf(why, whylen, "generation %" PRIu64 " is older than "
 			 "the %" PRIu64 " this standby follows", h->generation,
 			 s->generation);
+	else if (s->committed > 0 && h->generation == s->generation &&
+		 h->session != s->session && h->epoch < s->committed)
+		snprintf(why, whylen, "this standby holds epoch %" PRIu64
+			 " of generation %" PRIu64 " and a primary of the same "
+			 "generation that has made only %" PRIu64 " epochs "
+			 "(restarted afresh?) would wipe it: promote this "
+			 "standby instead (tandem failover --force)",
+			 s->committed, s->generation, h->epoch);
 	else
 		return 0;
 	return -EPERM;
@@ -695,6 +720,7 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	s->peer_epoch = h->epoch;
 	s->drill_armed = false;
 	s->handover = false;
+	s->released = false;
 	w.generation = s->generation;
 	w.session = s->session;
 	w.committed = s->committed;
@@ -713,18 +739,12 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 void rep_standby_heartbeat(struct rep_standby *s)
 {
 	uint64_t c, g;
-	bool lost;
 
 	pthread_mutex_lock(&s->lock);
 	c = s->committed;
 	g = s->generation;
-	lost = s->link != NULL && s->link_lost_ns != 0;
 	pthread_mutex_unlock(&s->lock);
-	if (lost) {
-		sb_link_reap(s); /* ready for the primary to come back */
-		return;
-	}
-	rep_ctl_heartbeat(&s->ctl, REP_ROLE_STANDBY, g, c);
+	rep_ctl_heartbeat(&s->ctl, REP_ROLE_STANDBY, g, c, 0);
 }
 
 int rep_standby_drill(struct rep_standby *s, enum rep_phase phase)
@@ -881,6 +901,7 @@ void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *o)
 					  : 0;
 	o->drill_armed = s->drill_armed;
 	o->handover = s->handover;
+	o->released = s->released;
 	o->discarded = s->discarded;
 	snprintf(o->last_error, sizeof(o->last_error), "%s", s->last_error);
 	pthread_mutex_unlock(&s->lock);

@@ -201,6 +201,23 @@ else
 fi
 pair_stop_all
 
+# ---- unprotect: the standby drops its replica and does not take over -----
+pair_config "$W/conf" hb=no
+if ! want unprotect; then :
+elif start_pair; then
+	check "unprotect" "'$T' unprotect --control '$SA'"
+	sleep 1
+	check "unprotect: no heartbeat path, yet the standby does not take over" \
+		"[ \$(pair_json '$SB' role) = standby ] && [ \$(pair_json '$SB' replica.committed) = 0 ]"
+	check "unprotect: the guest serves unprotected" \
+		"[ \"\$(pair_on c timeout 2 redis-cli -h ${PAIR_STREAM_A%:*} -p ${PAIR_STREAM_A#*:} PING)\" = PONG ]"
+	check "protect again: a full copy, then protected" \
+		"'$T' protect --control '$SA' && pair_wait 20 '$SA' protect.state protected"
+else
+	bad "unprotect pair protected"
+fi
+pair_stop_all
+
 # ---- planned switchover and back (failback), under load -------------------
 pair_config "$W/conf" interval=50ms
 if ! want switchover; then :

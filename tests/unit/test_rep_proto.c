@@ -859,7 +859,7 @@ static void test_heartbeat_unknown_flags(void **state)
 
 	(void)state;
 	memcpy(b, hb_bytes, sizeof(b));
-	be32_at(b + 28, 1);
+	be32_at(b + 28, 2);
 	expect_refused(dec_heartbeat, b, sizeof(b), "REP_HEARTBEAT", "flags");
 	be32_at(b + 28, 0x80000000u);
 	expect_refused(dec_heartbeat, b, sizeof(b), "REP_HEARTBEAT", "flags");

@@ -1663,6 +1663,15 @@ static void test_hello_new_session(void **state)
 	wait_standby_link_down(f, &st);
 	f->session = SESSION + 1;
 	h = fx_hello(f);
+	/* a primary of the same generation that has made fewer epochs than
+	 * the replica holds (restarted afresh) would wipe it: refused */
+	assert_int_equal(fx_connect(f, &h, &w), -EPERM);
+	assert_int_equal(w.status, REP_WELCOME_REFUSED);
+	assert_non_null(strstr(w.reason, "would wipe it"));
+	standby_stats(f, &st);
+	assert_int_equal(st.committed, 2);
+	/* one that has made at least as many (a resync) is followed */
+	h.epoch = 2;
 	assert_int_equal(fx_connect(f, &h, &w), 0);
 	assert_int_equal(w.status, REP_WELCOME_ACCEPT);
 	assert_int_equal(w.committed, 0);

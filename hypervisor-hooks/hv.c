@@ -290,6 +290,11 @@ int hv_gate_release(struct hv_domain *dom, uint64_t epoch)
 	return dom->ops->gate_release(dom, epoch);
 }
 
+int hv_gate_watch(struct hv_domain *dom, hv_gate_watch_fn fn, void *arg)
+{
+	return dom->ops->gate_watch(dom, fn, arg);
+}
+
 int hv_disk_tap(struct hv_domain *dom, hv_disk_tap_fn fn, void *arg)
 {
 	return dom->ops->disk_tap(dom, fn, arg);

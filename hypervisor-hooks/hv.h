@@ -202,6 +202,14 @@ int hv_platform_compatible(const struct hv_platform *from,
 int hv_gate_hold(struct hv_domain *dom, bool hold);
 uint64_t hv_gate_next_epoch(struct hv_domain *dom);
 int hv_gate_release(struct hv_domain *dom, uint64_t epoch);
+/*
+ * Gate watch: fn runs each time a back end holds output back (tags a
+ * write completion or stream bytes with an epoch not yet released), on
+ * the back end's thread; it must not block.  Event-driven checkpointing
+ * (Kemari) starts a checkpoint on it.  Set or clear while paused.
+ */
+typedef void (*hv_gate_watch_fn)(void *arg);
+int hv_gate_watch(struct hv_domain *dom, hv_gate_watch_fn fn, void *arg);
 
 /*
  * Disk tap: fn sees every guest write to the disk image, with its bytes

@@ -51,6 +51,8 @@ struct hv_ops {
 	int (*gate_hold)(struct hv_domain *dom, bool hold);
 	uint64_t (*gate_next_epoch)(struct hv_domain *dom);
 	int (*gate_release)(struct hv_domain *dom, uint64_t epoch);
+	int (*gate_watch)(struct hv_domain *dom, hv_gate_watch_fn fn,
+			  void *arg);
 	int (*disk_tap)(struct hv_domain *dom, hv_disk_tap_fn fn, void *arg);
 	int (*evtchn_hook)(struct hv_domain *dom, hv_evtchn_hook_fn fn,
 			   void *arg);

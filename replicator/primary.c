@@ -55,6 +55,7 @@
 #define ENG_PAUSE_RING 1024
 #define ENG_RATE_RING 1024
 #define ENG_ACK_TIMEOUT_MS 10000
+#define ENG_STAGE_MIN 4096        /* pages staged without growing: 16 MiB */
 
 /* A planned switchover, driven by rep_primary_handover. */
 enum eng_handover {
@@ -217,6 +218,18 @@ static void eng_hook(void *arg, unsigned vcpu, uint32_t port)
 		out |= p->out_ports[i] == port;
 	if (!out)
 		return;
+	atomic_compare_exchange_strong(&p->output_since_ns, &zero,
+				       rep_now_ns());
+	if (atomic_load(&p->mode) == REP_MODE_KEMARI)
+		eng_kick(p);
+}
+
+/* A back end holds output back (back-end threads: atomics only). */
+static void eng_gate_watch(void *arg)
+{
+	struct rep_primary *p = arg;
+	uint64_t zero = 0;
+
 	atomic_compare_exchange_strong(&p->output_since_ns, &zero,
 				       rep_now_ns());
 	if (atomic_load(&p->mode) == REP_MODE_KEMARI)
@@ -427,6 +440,10 @@ static int eng_stage_grow(struct eng_staged *st, size_t count)
 	pages = realloc(st->pages, count * HV_PAGE_SIZE);
 	if (pages == NULL)
 		return -ENOMEM;
+	/* Fault the new part in now: touching fresh memory inside a pause
+	 * costs far more than copying into it. */
+	memset(pages + st->cap * HV_PAGE_SIZE, 0,
+	       (count - st->cap) * HV_PAGE_SIZE);
 	st->pages = pages;
 	st->cap = count;
 	return 0;
@@ -641,6 +658,9 @@ static int eng_checkpoint(struct rep_primary *p, struct tp_link *link,
 	base = eng_record(p, &ep, em.bytes, u);
 	if (rc == 0)
 		rc = eng_send_end(p, link, e, base, full, ep.pages, em.bytes);
+	/* Room for twice this epoch, grown outside the pause. */
+	if (ep.pages * 2 > p->st.cap)
+		(void)eng_stage_grow(&p->st, ep.pages * 2);
 	if (rc == 0) {
 		pthread_mutex_lock(&p->lock);
 		p->ends_sent++;
@@ -1185,7 +1205,8 @@ static int prim_open_disk(struct rep_primary *p)
 	return 0;
 }
 
-/* Install the event-channel hook, with the guest paused. */
+/* Install the event-channel hook and the gate watch, with the guest
+ * paused. */
 static int prim_hook(struct rep_primary *p)
 {
 	int rc = hv_pause(p->dom, NULL);
@@ -1193,6 +1214,8 @@ static int prim_hook(struct rep_primary *p)
 	if (rc != 0)
 		return rc;
 	rc = hv_evtchn_hook(p->dom, eng_hook, p);
+	if (rc == 0)
+		rc = hv_gate_watch(p->dom, eng_gate_watch, p);
 	hv_unpause(p->dom);
 	return rc;
 }
@@ -1225,7 +1248,9 @@ int rep_primary_new(struct hv_domain *dom, const struct rep_primary_config *cfg,
 	p->st.vcpu = calloc(HV_MAX_VCPUS, sizeof(*p->st.vcpu));
 	p->st.dev = calloc(REP_MAX_DEVICES, sizeof(*p->st.dev));
 	rc = p->kick_fd >= 0 && p->pending && p->st.vcpu && p->st.dev
-		     ? prim_open_disk(p) : -ENOMEM;
+		     ? eng_stage_grow(&p->st, ENG_STAGE_MIN) : -ENOMEM;
+	if (rc == 0)
+		rc = prim_open_disk(p);
 	if (rc == 0)
 		rc = prim_hook(p);
 	if (rc == 0)
@@ -1266,6 +1291,7 @@ static void prim_free(struct rep_primary *p, bool release)
 	/* Hooks change only while the guest is paused. */
 	hv_pause(p->dom, NULL);
 	hv_evtchn_hook(p->dom, NULL, NULL);
+	hv_gate_watch(p->dom, NULL, NULL);
 	if (p->tap_on)
 		hv_disk_tap(p->dom, NULL, NULL);
 	if (release) {

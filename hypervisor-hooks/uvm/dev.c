@@ -147,7 +147,12 @@ void uvm_gate_init(struct uvm_domain *dom)
 
 uint64_t uvm_gate_epoch(const struct uvm_dev *dev)
 {
-	return atomic_load(&dev->dom->gate_epoch);
+	struct uvm_domain *dom = dev->dom;
+
+	/* Called exactly where a back end tags output it will hold. */
+	if (atomic_load(&dom->gate_hold) && dom->gate_watch != NULL)
+		dom->gate_watch(dom->gate_watch_arg);
+	return atomic_load(&dom->gate_epoch);
 }
 
 uint64_t uvm_gate_released(const struct uvm_dev *dev)

@@ -18,7 +18,8 @@
  * Output gate: while the domain holds output, a back end tags what would
  * leave the guest (bytes to a client, a write completion to the guest) with
  * uvm_gate_epoch() and lets it out only once uvm_gate_released() reaches
- * that epoch.  When not holding, the gate is open and output goes at once.
+ * that epoch.  uvm_gate_epoch() also tells the domain's gate watch (so it
+ * is called exactly when output is tagged, and nowhere else).  When not holding, the gate is open and output goes at once.
  */
 #ifndef TANDEM_UVM_DEV_H
 #define TANDEM_UVM_DEV_H

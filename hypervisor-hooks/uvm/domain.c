@@ -498,6 +498,17 @@ static int uvm_platform_info(const struct hv_domain *hd, struct hv_platform *out
 	return 0;
 }
 
+static int uvm_gate_watch(struct hv_domain *hd, hv_gate_watch_fn fn, void *arg)
+{
+	struct uvm_domain *dom = uvm_dom(hd);
+
+	if (!dom->paused)
+		return -EBUSY;
+	dom->gate_watch = fn;
+	dom->gate_watch_arg = arg;
+	return 0;
+}
+
 static int uvm_disk_tap(struct hv_domain *hd, hv_disk_tap_fn fn, void *arg)
 {
 	struct uvm_domain *dom = uvm_dom(hd);
@@ -564,6 +575,7 @@ const struct hv_ops hv_uvm_ops = {
 	.gate_hold = uvm_gate_hold,
 	.gate_next_epoch = uvm_gate_next,
 	.gate_release = uvm_gate_free,
+	.gate_watch = uvm_gate_watch,
 	.disk_tap = uvm_disk_tap,
 	.evtchn_hook = uvm_evtchn_hook,
 	.evtchn_send = uvm_evtchn_send,

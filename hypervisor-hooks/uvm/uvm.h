@@ -95,6 +95,8 @@ struct uvm_domain {
 	int64_t clock_offset_ns;         /* guest clock = monotonic + offset */
 	hv_evtchn_hook_fn hook;
 	void *hook_arg;
+	hv_gate_watch_fn gate_watch;     /* set while paused, read by back ends */
+	void *gate_watch_arg;
 	hv_disk_tap_fn disk_tap;         /* set while paused, read by blk */
 	void *disk_tap_arg;
 	struct uvm_dev *blk;             /* the block device, if any */

@@ -248,14 +248,16 @@ static int td_demote(struct td *td, uint64_t newer, const char *why)
 		 " (ours %" PRIu64 "): %s; destroying this copy of the guest "
 		 "with its held output", td->cfg.vm_name, newer,
 		 td->generation, why);
-	if (td->dom != NULL)
-		hv_pause(td->dom, NULL);
 	{
+		/* abandon leaves the guest paused with its output held; with no
+		 * engine the guest is paused here */
 		struct rep_primary *p = td->prim;
 
 		td_set_prim(td, NULL);
 		rep_primary_abandon(p);
 	}
+	if (td->dom != NULL)
+		hv_pause(td->dom, NULL);
 	hv_domain_free(td->dom);
 	td->dom = NULL;
 	td->protect = false;

@@ -187,6 +187,8 @@ static int sb_page_stage(void *arg, uint64_t pfn, const uint8_t *page)
 {
 	struct rep_standby *s = arg;
 
+	if (s->st_count >= hv_nr_pages(s->dom))
+		return -E2BIG; /* more pages than the guest has: not an epoch */
 	if (s->st_count == s->st_cap) {
 		size_t cap = s->st_cap ? s->st_cap * 2 : 1024;
 		uint64_t *pfns = realloc(s->st_pfn, cap * sizeof(*pfns));
@@ -667,10 +669,12 @@ int rep_standby_attach(struct rep_standby *s, struct tp_link *link,
 	int rc = sb_check_hello(s, h, err, errlen);
 
 	pthread_mutex_lock(&s->lock);
-	lost = s->link != NULL && s->link_lost_ns != 0;
+	lost = s->link != NULL && (s->link_lost_ns != 0 || rc == 0);
 	pthread_mutex_unlock(&s->lock);
-	if (lost)
-		sb_link_reap(s); /* the old link's receiver has stopped */
+	/* A primary connects only when it has no link: the old one is dead
+	 * (or half-open, not noticed yet here).  Drop it. */
+	if (lost && s->state != REP_SB_PROMOTED)
+		sb_link_reap(s);
 	if (rc == 0 && (s->link != NULL || s->state == REP_SB_PROMOTED)) {
 		snprintf(err, errlen, "a primary is already attached");
 		rc = -EBUSY;

@@ -61,8 +61,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-MODE=loopback
-[ "$(id -u)" = 0 ] && MODE=netns
+MODE=${PAIR_MODE:-loopback}
+[ -z "${PAIR_MODE:-}" ] && [ "$(id -u)" = 0 ] && MODE=netns
 pair_up "$MODE" || { echo "bench_protect: cannot set up the two hosts ($MODE)"; exit 1; }
 SA=$W/alpha.sock
 SB=$W/beta.sock

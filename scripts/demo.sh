@@ -19,8 +19,8 @@ trap 'pair_down; for p in $pids; do kill -9 $p 2>/dev/null; done; rm -rf "$W"' E
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "demo: $*" >&2; tail -n 20 "$W"/alpha.log "$W"/beta.log >&2; exit 1; }
 
-MODE=loopback
-[ "$(id -u)" = 0 ] && MODE=netns
+MODE=${PAIR_MODE:-loopback}
+[ -z "${PAIR_MODE:-}" ] && [ "$(id -u)" = 0 ] && MODE=netns
 say "1. two hosts on this machine ($MODE): alpha (primary) and beta (standby)"
 pair_up "$MODE" || die "cannot set up $MODE hosts"
 pair_config "$W/kv1.conf" mode=remus interval=50ms memory=64M disk_size=16M

@@ -8,7 +8,8 @@
 # ever leaves the machine.
 #
 # Needs: W (a work directory), T (the tandem binary), TD (tandemd), G (the
-# guests directory).
+# guests directory).  The scripts that use it take PAIR_MODE=loopback (or
+# netns) from the environment to choose; by default netns as root.
 
 PAIR_P=${PAIR_P:-td$$}
 PAIR_NETNS=0

@@ -29,8 +29,8 @@ TD=$B/tandemd
 G=$(cd build/guests && pwd)
 HC=${HISTCLIENT:-$B/tools/histclient}
 FP=$B/tools/fault_proxy
-MODE=loopback
-[ "$(id -u)" = 0 ] && MODE=netns
+MODE=${PAIR_MODE:-loopback}
+[ -z "${PAIR_MODE:-}" ] && [ "$(id -u)" = 0 ] && MODE=netns
 SEED=${SEED:-$$}
 echo "test_protect: $MODE, seed $SEED"
 RANDOM=$SEED

@@ -168,11 +168,10 @@ static bool all_zero(const void *p, size_t n)
  * The text must fail with "g_path:LINE: " and a message holding each of
  * the NULL-terminated strings, and leave the config zeroed.
  */
-static void expect_error(const char *text, int line, ...)
+static void vexpect_error(const char *text, int line, va_list ap)
 {
 	char head[PATH_MAX + 32];
 	const char *s;
-	va_list ap;
 	int rc;
 
 	memset(&g_cfg, 0xa5, sizeof(g_cfg));
@@ -185,24 +184,65 @@ static void expect_error(const char *text, int line, ...)
 #ifdef TEST_CONFIG_SHOW
 	print_message("%s\n", g_err);
 #endif
-	va_start(ap, line);
 	while ((s = va_arg(ap, const char *)) != NULL) {
 		if (strstr(g_err, s) == NULL)
 			print_message("\"%s\" not in: %s\n", s, g_err);
 		assert_non_null(strstr(g_err, s));
 	}
-	va_end(ap);
 	assert_true(all_zero(&g_cfg, sizeof(g_cfg)));
+}
+
+static void expect_error(const char *text, int line, ...)
+{
+	va_list ap;
+
+	va_start(ap, line);
+	vexpect_error(text, line, ap);
+	va_end(ap);
+}
+
+/* `base` with the first `from` replaced by `to` must fail as expect_error
+ * says: at `line`, with each of the NULL-terminated strings. */
+static void expect_edited(const char *base, const char *from, const char *to,
+			  int line, ...)
+{
+	char *t = edit(base, from, to);
+	va_list ap;
+
+	va_start(ap, line);
+	vexpect_error(t, line, ap);
+	va_end(ap);
+	free(t);
 }
 
 /* BASE with one edit must fail at the line of `at` (in BASE). */
 static void expect_edit_error(const char *from, const char *to,
 			      const char *at, const char *what)
 {
-	char *t = edit(BASE, from, to);
+	expect_edited(BASE, from, to, line_at(BASE, at), what, (char *)NULL);
+}
 
-	expect_error(t, line_at(BASE, at), what, (char *)NULL);
-	free(t);
+/* protect.interval (50ms in BASE) set to `value` must fail with `what`. */
+static void expect_interval_error(const char *value, const char *what)
+{
+	expect_edit_error("\"50ms\"", value, "interval =", what);
+}
+
+/* vm.disk-size (64M in BASE) set to `value` must fail with `what`. */
+static void expect_disk_size_error(const char *value, const char *what)
+{
+	expect_edit_error("\"64M\"", value, "disk-size", what);
+}
+
+/* `setting` added to the vm group (on a line before disk-size) must fail
+ * there with `what`. */
+static void expect_vm_setting_error(const char *setting, const char *what)
+{
+	char to[400];
+	int n = snprintf(to, sizeof(to), "  %s;\n  disk-size", setting);
+
+	assert_true(n > 0 && (size_t)n < sizeof(to));
+	expect_edit_error("  disk-size", to, "disk-size", what);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag,
@@ -238,12 +278,87 @@ static const char *in_dir(char *buf, const char *rel)
 	return buf;
 }
 
+/* The vm, protect and failover values of a loaded config. */
+struct values {
+	uint64_t mem_bytes, disk_bytes;
+	unsigned vcpus;
+	const char *cmdline;
+	enum td_mode mode;
+	uint32_t interval_us, output_bound_us;
+	bool compress;
+	uint32_t hb_interval_ms;
+	unsigned hb_misses;
+	bool auto_promote;
+};
+
+/* What a config that sets none of them gets (disk_bytes: no disk). */
+static const struct values DEFAULTS = {
+	.mem_bytes = 256ULL << 20, .disk_bytes = 0, .vcpus = 1,
+	.cmdline = "", .mode = TD_MODE_REMUS, .interval_us = 100000,
+	.output_bound_us = 10000, .compress = true, .hb_interval_ms = 100,
+	.hb_misses = 5, .auto_promote = false,
+};
+
+/* The loaded config holds `v`. */
+static void expect_values(const struct values *v)
+{
+	assert_int_equal(g_cfg.mem_bytes, v->mem_bytes);
+	assert_int_equal(g_cfg.vcpus, v->vcpus);
+	assert_string_equal(g_cfg.cmdline, v->cmdline);
+	assert_int_equal(g_cfg.disk_bytes, v->disk_bytes);
+	assert_int_equal(g_cfg.mode, v->mode);
+	assert_int_equal(g_cfg.interval_us, v->interval_us);
+	assert_int_equal(g_cfg.output_bound_us, v->output_bound_us);
+	assert_int_equal(g_cfg.compress, v->compress);
+	assert_int_equal(g_cfg.hb_interval_ms, v->hb_interval_ms);
+	assert_int_equal(g_cfg.hb_misses, v->hb_misses);
+	assert_int_equal(g_cfg.auto_promote, v->auto_promote);
+}
+
 /* ---- loading: values ------------------------------------------------------------ */
+
+/* What a loaded host block must hold. */
+struct host_want {
+	const char *name, *address, *heartbeat, *stream, *control, *disk,
+		   *cert, *key, *console;
+};
+
+/* The example's hosts, as documented. */
+static const struct host_want EXAMPLE_HOSTS[2] = {
+	{ "alpha", "10.77.0.1:7790", "10.78.0.1:7791", "10.77.0.1:6379",
+	  "/run/tandem/kv1-alpha.sock", "/var/lib/tandem/kv1.img",
+	  "/etc/tandem/pki/alpha.crt", "/etc/tandem/pki/alpha.key",
+	  "/var/log/tandem/kv1-alpha.console" },
+	{ "beta", "10.77.0.2:7790", "10.78.0.2:7791", "10.77.0.2:6379",
+	  "/run/tandem/kv1-beta.sock", "/var/lib/tandem/kv1.img",
+	  "/etc/tandem/pki/beta.crt", "/etc/tandem/pki/beta.key",
+	  "/var/log/tandem/kv1-beta.console" },
+};
+
+/* Host h of the loaded config is `want`, its block opening at the line
+ * before `name = "NAME"` in text. */
+static void expect_host(int h, const struct host_want *want, const char *text)
+{
+	const struct td_host *got = &g_cfg.host[h];
+	char name[TP_NAME_MAX + 16];
+
+	assert_string_equal(got->name, want->name);
+	assert_string_equal(got->address, want->address);
+	assert_string_equal(got->heartbeat, want->heartbeat);
+	assert_string_equal(got->stream, want->stream);
+	assert_string_equal(got->control, want->control);
+	assert_string_equal(got->disk, want->disk);
+	assert_string_equal(got->cert, want->cert);
+	assert_string_equal(got->key, want->key);
+	assert_string_equal(got->console, want->console);
+	snprintf(name, sizeof(name), "name = \"%s\"", want->name);
+	assert_int_equal(got->line, line_at(text, name) - 1);
+}
 
 static void test_example(void **state)
 {
-	char dir[PATH_MAX], want[PATH_MAX + 64], *text;
-	const struct td_host *a = &g_cfg.host[0], *b = &g_cfg.host[1];
+	struct values want = DEFAULTS;
+	char dir[PATH_MAX], image[PATH_MAX + 64], *text;
 	FILE *f = fopen(EXAMPLE, "r");
 	long n;
 
@@ -260,44 +375,15 @@ static void test_example(void **state)
 	assert_string_equal(g_cfg.path, EXAMPLE);
 	assert_string_equal(g_cfg.vm_name, "kv1");
 	assert_non_null(realpath("failover-daemon", dir));
-	snprintf(want, sizeof(want), "%s/../build/guests/kvstore.elf", dir);
-	assert_string_equal(g_cfg.image, want);
-	assert_int_equal(g_cfg.mem_bytes, 256ULL << 20);
-	assert_int_equal(g_cfg.vcpus, 1);
-	assert_string_equal(g_cfg.cmdline, "");
-	assert_int_equal(g_cfg.disk_bytes, 64ULL << 20);
-	assert_int_equal(g_cfg.mode, TD_MODE_REMUS);
-	assert_int_equal(g_cfg.interval_us, 100000);
-	assert_int_equal(g_cfg.output_bound_us, 10000);
-	assert_true(g_cfg.compress);
-	assert_int_equal(g_cfg.hb_interval_ms, 100);
-	assert_int_equal(g_cfg.hb_misses, 5);
-	assert_false(g_cfg.auto_promote);
+	snprintf(image, sizeof(image), "%s/../build/guests/kvstore.elf", dir);
+	assert_string_equal(g_cfg.image, image);
+	want.disk_bytes = 64ULL << 20;
+	expect_values(&want);
 	assert_int_equal(g_cfg.security, TP_SEC_CERT);
 	assert_string_equal(g_cfg.ca, "/etc/tandem/pki/ca.crt");
 	assert_string_equal(g_cfg.psk_hex, "");
-
-	assert_string_equal(a->name, "alpha");
-	assert_string_equal(a->address, "10.77.0.1:7790");
-	assert_string_equal(a->heartbeat, "10.78.0.1:7791");
-	assert_string_equal(a->stream, "10.77.0.1:6379");
-	assert_string_equal(a->control, "/run/tandem/kv1-alpha.sock");
-	assert_string_equal(a->disk, "/var/lib/tandem/kv1.img");
-	assert_string_equal(a->cert, "/etc/tandem/pki/alpha.crt");
-	assert_string_equal(a->key, "/etc/tandem/pki/alpha.key");
-	assert_string_equal(a->console, "/var/log/tandem/kv1-alpha.console");
-	assert_int_equal(a->line, line_at(text, "name = \"alpha\"") - 1);
-
-	assert_string_equal(b->name, "beta");
-	assert_string_equal(b->address, "10.77.0.2:7790");
-	assert_string_equal(b->heartbeat, "10.78.0.2:7791");
-	assert_string_equal(b->stream, "10.77.0.2:6379");
-	assert_string_equal(b->control, "/run/tandem/kv1-beta.sock");
-	assert_string_equal(b->disk, "/var/lib/tandem/kv1.img");
-	assert_string_equal(b->cert, "/etc/tandem/pki/beta.crt");
-	assert_string_equal(b->key, "/etc/tandem/pki/beta.key");
-	assert_string_equal(b->console, "/var/log/tandem/kv1-beta.console");
-	assert_int_equal(b->line, line_at(text, "name = \"beta\"") - 1);
+	expect_host(0, &EXAMPLE_HOSTS[0], text);
+	expect_host(1, &EXAMPLE_HOSTS[1], text);
 	free(text);
 }
 
@@ -310,17 +396,7 @@ static void test_defaults(void **state)
 	assert_string_equal(g_cfg.path, g_path);
 	assert_string_equal(g_cfg.vm_name, "m");
 	assert_string_equal(g_cfg.image, "/m.elf");
-	assert_int_equal(g_cfg.mem_bytes, 256ULL << 20);
-	assert_int_equal(g_cfg.vcpus, 1);
-	assert_string_equal(g_cfg.cmdline, "");
-	assert_int_equal(g_cfg.disk_bytes, 0);
-	assert_int_equal(g_cfg.mode, TD_MODE_REMUS);
-	assert_int_equal(g_cfg.interval_us, 100000);
-	assert_int_equal(g_cfg.output_bound_us, 10000);
-	assert_true(g_cfg.compress);
-	assert_int_equal(g_cfg.hb_interval_ms, 100);
-	assert_int_equal(g_cfg.hb_misses, 5);
-	assert_false(g_cfg.auto_promote);
+	expect_values(&DEFAULTS);
 	assert_int_equal(g_cfg.security, TP_SEC_INSECURE);
 	assert_string_equal(g_cfg.ca, "");
 	assert_string_equal(g_cfg.psk_hex, "");
@@ -334,11 +410,11 @@ static void test_defaults(void **state)
 /* link.security defaults to cert, which needs a CA. */
 static void test_default_security(void **state)
 {
-	char *t = edit(MINIMAL, "link = { security = \"insecure\"; };\n", "");
+	char *t;
 
 	(void)state;
-	expect_error(t, 1, "link.ca missing", "default", (char *)NULL);
-	free(t);
+	expect_edited(MINIMAL, "link = { security = \"insecure\"; };\n", "", 1,
+		      "link.ca missing", "default", (char *)NULL);
 	t = edit(MINIMAL, "security = \"insecure\";", "ca = \"ca.crt\";");
 	edit_in(&t, "control = \"a.sock\";", "control = \"a.sock\"; "
 		"cert = \"a.crt\"; key = \"a.key\";");
@@ -353,6 +429,13 @@ static void test_default_security(void **state)
  * relative paths against the file's directory. */
 static void test_values(void **state)
 {
+	static const struct values want = {
+		.mem_bytes = 32 << 20, .disk_bytes = 1 << 20, .vcpus = 8,
+		.cmdline = "quiet x=\"1\"", .mode = TD_MODE_HYBRID,
+		.interval_us = 250000, .output_bound_us = 100,
+		.compress = false, .hb_interval_ms = 500, .hb_misses = 100,
+		.auto_promote = true,
+	};
 	char p[PATH_MAX], *t = strdup(BASE);
 
 	(void)state;
@@ -367,17 +450,7 @@ static void test_values(void **state)
 	edit_in(&t, "    key = \"pki/beta.key\";\n", "    key = \"pki/beta.key\";\n"
 		"    console = \"logs/beta.console\";\n");
 	load_ok(t);
-	assert_int_equal(g_cfg.disk_bytes, 1 << 20);
-	assert_int_equal(g_cfg.mem_bytes, 32 << 20);
-	assert_int_equal(g_cfg.vcpus, 8);
-	assert_string_equal(g_cfg.cmdline, "quiet x=\"1\"");
-	assert_int_equal(g_cfg.mode, TD_MODE_HYBRID);
-	assert_int_equal(g_cfg.interval_us, 250000);
-	assert_int_equal(g_cfg.output_bound_us, 100);
-	assert_false(g_cfg.compress);
-	assert_int_equal(g_cfg.hb_interval_ms, 500);
-	assert_int_equal(g_cfg.hb_misses, 100);
-	assert_true(g_cfg.auto_promote);
+	expect_values(&want);
 	assert_string_equal(g_cfg.image, in_dir(p, "kvstore.elf"));
 	assert_string_equal(g_cfg.ca, in_dir(p, "pki/ca.crt"));
 	assert_string_equal(g_cfg.host[0].control, in_dir(p, "alpha.sock"));
@@ -437,31 +510,24 @@ static void test_missing_file(void **state)
 
 static void test_syntax_error(void **state)
 {
-	char *t = edit(BASE, "mode = \"hybrid\";", "mode = ;");
-
 	(void)state;
-	expect_error(t, line_at(BASE, "mode ="), "syntax error", (char *)NULL);
-	free(t);
+	expect_edited(BASE, "mode = \"hybrid\";", "mode = ;",
+		      line_at(BASE, "mode ="), "syntax error", (char *)NULL);
 	/* libconfig refuses a key given twice in one group. */
-	t = edit(BASE, "  interval = \"50ms\";\n", "  interval = \"50ms\";\n"
-		 "  interval = \"60ms\";\n");
-	expect_error(t, line_at(BASE, "interval =") + 1, "duplicate",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "  interval = \"50ms\";\n",
+		      "  interval = \"50ms\";\n  interval = \"60ms\";\n",
+		      line_at(BASE, "interval =") + 1, "duplicate",
+		      (char *)NULL);
 }
 
 static void test_unknown_key_top(void **state)
 {
-	char *t = edit(BASE, "hosts = (", "colour = \"blue\";\nhosts = (");
-
 	(void)state;
-	expect_error(t, line_at(BASE, "hosts = ("), "colour \"blue\"",
-		     "unknown key", (char *)NULL);
-	free(t);
-	t = edit(BASE, "link = {", "links = {");
-	expect_error(t, line_at(BASE, "link = {"), "links: unknown key",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "hosts = (", "colour = \"blue\";\nhosts = (",
+		      line_at(BASE, "hosts = ("), "colour \"blue\"",
+		      "unknown key", (char *)NULL);
+	expect_edited(BASE, "link = {", "links = {", line_at(BASE, "link = {"),
+		      "links: unknown key", (char *)NULL);
 }
 
 static void test_unknown_key_group(void **state)
@@ -474,51 +540,46 @@ static void test_unknown_key_group(void **state)
 		{ "  heartbeat-interval = \"200ms\";\n", "failover.colour" },
 		{ "  security = \"cert\";\n", "link.colour" },
 	};
-	char with[128], *t;
+	char with[128];
 	unsigned i;
 
 	(void)state;
 	for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
 		snprintf(with, sizeof(with), "%s  colour = 7;\n", at[i].after);
-		t = edit(BASE, at[i].after, with);
-		expect_error(t, line_at(BASE, at[i].after) + 1, at[i].key,
-			     "\"7\": unknown key", (char *)NULL);
-		free(t);
+		expect_edited(BASE, at[i].after, with,
+			      line_at(BASE, at[i].after) + 1, at[i].key,
+			      "\"7\": unknown key", (char *)NULL);
 	}
 }
 
 static void test_unknown_key_host(void **state)
 {
-	char *t = edit(BASE, "    stream = \"10.77.0.2:6379\";\n",
-		       "    stream = \"10.77.0.2:6379\";\n"
-		       "    colour = \"blue\";\n");
-
 	(void)state;
-	expect_error(t, line_at(BASE, "10.77.0.2:6379") + 1,
-		     "hosts[1].colour \"blue\": unknown key", "address",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "    stream = \"10.77.0.2:6379\";\n",
+		      "    stream = \"10.77.0.2:6379\";\n"
+		      "    colour = \"blue\";\n",
+		      line_at(BASE, "10.77.0.2:6379") + 1,
+		      "hosts[1].colour \"blue\": unknown key", "address",
+		      (char *)NULL);
 }
 
 static void test_bad_unit(void **state)
 {
 	(void)state;
-	expect_edit_error("\"50ms\"", "\"10 parsecs\"", "interval =",
-			  "protect.interval \"10 parsecs\": not a duration");
-	expect_edit_error("\"64M\"", "\"64 parsecs\"", "disk-size",
-			  "vm.disk-size \"64 parsecs\": not a size");
+	expect_interval_error("\"10 parsecs\"", "protect.interval "
+			      "\"10 parsecs\": not a duration");
+	expect_disk_size_error("\"64 parsecs\"",
+			       "vm.disk-size \"64 parsecs\": not a size");
 }
 
 static void test_interval_range(void **state)
 {
 	(void)state;
-	expect_edit_error("\"50ms\"", "\"61s\"", "interval =",
-			  "protect.interval \"61s\": out of range (1 ms .. 60 s)");
-	expect_edit_error("\"50ms\"", "\"999us\"", "interval =",
-			  "\"999us\": out of range");
-	expect_edit_error("\"50ms\"", "0", "interval =", "\"0\": out of range");
-	expect_edit_error("\"50ms\"", "\"0.5us\"", "interval =",
-			  "\"0.5us\": not a duration");
+	expect_interval_error("\"61s\"", "protect.interval \"61s\": "
+			      "out of range (1 ms .. 60 s)");
+	expect_interval_error("\"999us\"", "\"999us\": out of range");
+	expect_interval_error("0", "\"0\": out of range");
+	expect_interval_error("\"0.5us\"", "\"0.5us\": not a duration");
 	expect_edit_error("\"200ms\"", "\"5ms\"", "heartbeat-interval",
 			  "failover.heartbeat-interval \"5ms\": out of range");
 	expect_edit_error("\"200ms\"", "\"10.5ms\"", "heartbeat-interval",
@@ -530,23 +591,19 @@ static void test_other_ranges(void **state)
 	char name[80], cmd[320];
 
 	(void)state;
-	expect_edit_error("\"64M\"", "\"1000\"", "disk-size",
-			  "vm.disk-size \"1000\": not a multiple of 512");
-	expect_edit_error("\"64M\"", "\"64 furlongs\"", "disk-size",
-			  "\"64 furlongs\": not a size");
-	expect_edit_error("\"64M\"", "-512", "disk-size",
-			  "\"-512\": must not be negative");
-	expect_edit_error("  disk-size", "  memory = \"8M\";\n  disk-size",
-			  "disk-size", "vm.memory \"8M\": out of range "
-			  "(16 MiB .. 64 GiB)");
-	expect_edit_error("  disk-size", "  memory = \"65G\";\n  disk-size",
-			  "disk-size", "\"65G\": out of range");
-	expect_edit_error("  disk-size", "  memory = 16779264;\n  disk-size",
-			  "disk-size", "\"16779264\": not a multiple of 4096");
-	expect_edit_error("  disk-size", "  vcpus = 9;\n  disk-size",
-			  "disk-size", "vm.vcpus \"9\": out of range (1 .. 8)");
-	expect_edit_error("  disk-size", "  vcpus = 0;\n  disk-size",
-			  "disk-size", "vm.vcpus \"0\"");
+	expect_disk_size_error("\"1000\"",
+			       "vm.disk-size \"1000\": not a multiple of 512");
+	expect_disk_size_error("\"64 furlongs\"",
+			       "\"64 furlongs\": not a size");
+	expect_disk_size_error("-512", "\"-512\": must not be negative");
+	expect_vm_setting_error("memory = \"8M\"", "vm.memory \"8M\": "
+				"out of range (16 MiB .. 64 GiB)");
+	expect_vm_setting_error("memory = \"65G\"", "\"65G\": out of range");
+	expect_vm_setting_error("memory = 16779264",
+				"\"16779264\": not a multiple of 4096");
+	expect_vm_setting_error("vcpus = 9",
+				"vm.vcpus \"9\": out of range (1 .. 8)");
+	expect_vm_setting_error("vcpus = 0", "vm.vcpus \"0\"");
 	expect_edit_error("\"200ms\";", "\"200ms\"; heartbeat-misses = 1;",
 			  "heartbeat-interval",
 			  "failover.heartbeat-misses \"1\": out of range (2 .. 100)");
@@ -560,9 +617,9 @@ static void test_other_ranges(void **state)
 			  "hosts[0].name \"nnnn");
 	assert_non_null(strstr(g_err, "longer than 63 bytes"));
 	memset(cmd, 'c', sizeof(cmd));
-	memcpy(cmd, "  cmdline = \"", 13);
-	snprintf(cmd + 13 + 256, sizeof(cmd) - 13 - 256, "\";\n  disk-size");
-	expect_edit_error("  disk-size", cmd, "disk-size", "vm.cmdline \"ccc");
+	memcpy(cmd, "cmdline = \"", 11);
+	snprintf(cmd + 11 + 256, sizeof(cmd) - 11 - 256, "\"");
+	expect_vm_setting_error(cmd, "vm.cmdline \"ccc");
 	assert_non_null(strstr(g_err, "longer than 255 bytes"));
 	/* A unix socket path must fit sun_path once made absolute. */
 	memset(name, 's', sizeof(name));
@@ -575,15 +632,14 @@ static void test_other_ranges(void **state)
 static void test_wrong_types(void **state)
 {
 	(void)state;
-	expect_edit_error("  disk-size", "  vcpus = \"2\";\n  disk-size",
-			  "disk-size", "vm.vcpus \"2\": must be an integer");
+	expect_vm_setting_error("vcpus = \"2\"",
+				"vm.vcpus \"2\": must be an integer");
 	expect_edit_error("\"hybrid\";", "\"hybrid\"; compress = \"yes\";",
 			  "mode =", "protect.compress \"yes\": must be true or "
 			  "false");
-	expect_edit_error("\"50ms\"", "1.5", "interval =",
-			  "protect.interval \"1.5\": must be a duration");
-	expect_edit_error("\"64M\"", "true", "disk-size",
-			  "vm.disk-size \"true\": must be a size");
+	expect_interval_error("1.5",
+			      "protect.interval \"1.5\": must be a duration");
+	expect_disk_size_error("true", "vm.disk-size \"true\": must be a size");
 	expect_edit_error("\"kv1\"", "17", "name = \"kv1\"",
 			  "vm.name \"17\": must be a string");
 	expect_edit_error("\"10.77.0.1:7790\"", "[ 1, 2 ]", "10.77.0.1:7790",
@@ -623,10 +679,8 @@ static void test_one_host(void **state)
 	expect_error(t, line_at(BASE, "hosts = ("), "hosts: 0 hosts",
 		     (char *)NULL);
 	free(t);
-	t = edit(MINIMAL, "hosts", "hostz");
-	expect_error(t, line_at(MINIMAL, "hosts"), "hostz", "unknown key",
-		     (char *)NULL);
-	free(t);
+	expect_edited(MINIMAL, "hosts", "hostz", line_at(MINIMAL, "hosts"),
+		      "hostz", "unknown key", (char *)NULL);
 }
 
 static void test_three_hosts(void **state)
@@ -678,15 +732,13 @@ static void test_one_machine(void **state)
 		     "\"a.console\"", "one machine", (char *)NULL);
 	free(t);
 	/* One port on 127.0.0.1, or on the wildcard and 127.0.0.1. */
-	t = edit(MINIMAL, "127.0.0.1:6002", "127.0.0.1:6001");
-	expect_error(t, line_at(MINIMAL, "127.0.0.1:6002"), "hosts[1].stream "
-		     "\"127.0.0.1:6001\"", "one machine", (char *)NULL);
-	free(t);
-	t = edit(MINIMAL, "127.0.0.1:6002", "0.0.0.0:6001");
-	expect_error(t, line_at(MINIMAL, "127.0.0.1:6002"), "hosts[1].stream "
-		     "\"0.0.0.0:6001\": clashes with hosts[0] \"a\"",
-		     (char *)NULL);
-	free(t);
+	expect_edited(MINIMAL, "127.0.0.1:6002", "127.0.0.1:6001",
+		      line_at(MINIMAL, "127.0.0.1:6002"), "hosts[1].stream "
+		      "\"127.0.0.1:6001\"", "one machine", (char *)NULL);
+	expect_edited(MINIMAL, "127.0.0.1:6002", "0.0.0.0:6001",
+		      line_at(MINIMAL, "127.0.0.1:6002"), "hosts[1].stream "
+		      "\"0.0.0.0:6001\": clashes with hosts[0] \"a\"",
+		      (char *)NULL);
 	/* Two addresses on loopback are one machine too. */
 	t = edit(MINIMAL, "127.0.0.1:7002", "127.0.0.2:7002");
 	edit_in(&t, "127.0.0.1:6002", "127.0.0.2:6001");
@@ -747,90 +799,76 @@ static void test_bad_hostport(void **state)
 
 static void test_disk_rules(void **state)
 {
-	char *t = edit(BASE, "    disk = \"/var/lib/tandem/kv1.img\";\n"
-		       "    cert = \"pki/beta.crt\"", "    cert = \"pki/beta.crt\"");
-
 	(void)state;
-	expect_error(t, line_at(BASE, "name = \"beta\"") - 1,
-		     "hosts[1] \"beta\": disk missing", "vm.disk-size",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "    disk = \"/var/lib/tandem/kv1.img\";\n"
+		      "    cert = \"pki/beta.crt\"",
+		      "    cert = \"pki/beta.crt\"",
+		      line_at(BASE, "name = \"beta\"") - 1,
+		      "hosts[1] \"beta\": disk missing", "vm.disk-size",
+		      (char *)NULL);
 	/* A disk but no disk-size. */
-	t = edit(BASE, "  disk-size = \"64M\";\n", "");
-	expect_error(t, line_at(BASE, "disk = ") - 1, "hosts[0].disk "
-		     "\"/var/lib/tandem/kv1.img\": the VM has no disk",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "  disk-size = \"64M\";\n", "",
+		      line_at(BASE, "disk = ") - 1, "hosts[0].disk "
+		      "\"/var/lib/tandem/kv1.img\": the VM has no disk",
+		      (char *)NULL);
 }
 
 static void test_cert_rules(void **state)
 {
-	char *t = edit(BASE, "    cert = \"pki/beta.crt\";\n", "");
-
 	(void)state;
-	expect_error(t, line_at(BASE, "name = \"beta\"") - 1,
-		     "hosts[1] \"beta\": cert missing", "\"cert\"",
-		     (char *)NULL);
-	free(t);
-	t = edit(BASE, "    key = \"pki/alpha.key\";\n", "");
-	expect_error(t, line_at(BASE, "name = \"alpha\"") - 1,
-		     "hosts[0] \"alpha\": key missing", (char *)NULL);
-	free(t);
-	t = edit(BASE, "  ca = \"pki/ca.crt\";\n", "");
-	expect_error(t, line_at(BASE, "link = {"), "link: ca missing",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "    cert = \"pki/beta.crt\";\n", "",
+		      line_at(BASE, "name = \"beta\"") - 1,
+		      "hosts[1] \"beta\": cert missing", "\"cert\"",
+		      (char *)NULL);
+	expect_edited(BASE, "    key = \"pki/alpha.key\";\n", "",
+		      line_at(BASE, "name = \"alpha\"") - 1,
+		      "hosts[0] \"alpha\": key missing", (char *)NULL);
+	expect_edited(BASE, "  ca = \"pki/ca.crt\";\n", "",
+		      line_at(BASE, "link = {"), "link: ca missing",
+		      (char *)NULL);
 	/* In psk mode the certificate keys are errors, not ignored. */
-	t = edit(BASE, "\"cert\";\n  ca = \"pki/ca.crt\";",
-		 "\"psk\";\n  psk = \"00112233445566778899aabbccddeeff\";");
-	expect_error(t, line_at(BASE, "pki/alpha.crt"), "hosts[0].cert "
-		     "\"pki/alpha.crt\": only with link.security \"cert\"",
-		     (char *)NULL);
-	free(t);
+	expect_edited(BASE, "\"cert\";\n  ca = \"pki/ca.crt\";",
+		      "\"psk\";\n  psk = \"00112233445566778899aabbccddeeff\";",
+		      line_at(BASE, "pki/alpha.crt"), "hosts[0].cert "
+		      "\"pki/alpha.crt\": only with link.security \"cert\"",
+		      (char *)NULL);
 }
+
+/* MINIMAL's link security replaced by `with` must fail on its line (2). */
+#define expect_link_error(with, ...) \
+	expect_edited(MINIMAL, "\"insecure\";", with, 2, __VA_ARGS__, \
+		      (char *)NULL)
 
 static void test_bad_psk(void **state)
 {
-	char *t, psk[200];
+	char psk[200];
 
 	(void)state;
 	snprintf(psk, sizeof(psk), "\"psk\"; psk = \"%.40sZ%.23s\";", PSK,
 		 PSK + 41);
-	t = edit(MINIMAL, "\"insecure\";", psk);
-	expect_error(t, 2, "link.psk \"<redacted>\": \"Z\" at offset 40 is not "
-		     "a hex digit", (char *)NULL);
+	expect_link_error(psk, "link.psk \"<redacted>\": \"Z\" at offset 40 "
+			  "is not a hex digit");
 	assert_null(strstr(g_err, "0011223344"));
-	free(t);
-	t = edit(MINIMAL, "\"insecure\";", "\"psk\"; psk = \"abcdef\";");
-	expect_error(t, 2, "link.psk \"<redacted>\": 6 hex digits", "32..128",
-		     (char *)NULL);
+	expect_link_error("\"psk\"; psk = \"abcdef\";",
+			  "link.psk \"<redacted>\": 6 hex digits", "32..128");
 	assert_null(strstr(g_err, "abcdef"));
-	free(t);
-	t = edit(MINIMAL, "\"insecure\";", "\"psk\";");
-	expect_error(t, 2, "link: psk missing", (char *)NULL);
-	free(t);
+	expect_link_error("\"psk\";", "link: psk missing");
 	snprintf(psk, sizeof(psk), "\"insecure\"; psk = \"%s\";", PSK);
-	t = edit(MINIMAL, "\"insecure\";", psk);
-	expect_error(t, 2, "link.psk \"<redacted>\": only with security \"psk\"",
-		     (char *)NULL);
+	expect_link_error(psk, "link.psk \"<redacted>\": only with security "
+			  "\"psk\"");
 	assert_null(strstr(g_err, "0011223344"));
-	free(t);
 }
 
 static void test_missing_required(void **state)
 {
-	char *t;
-
 	(void)state;
 	expect_edit_error("  image = \"kvstore.elf\";\n", "", "vm = {",
 			  "vm \"kv1\": image missing (required)");
-	t = edit(BASE, "    control = \"alpha.sock\";\n", "");
-	expect_error(t, line_at(BASE, "name = \"alpha\"") - 1, "hosts[0] "
-		     "\"alpha\": control missing (required)", (char *)NULL);
-	free(t);
-	t = edit(MINIMAL, "vm = { name = \"m\"; image = \"/m.elf\"; };\n", "");
-	expect_error(t, 1, "vm missing", (char *)NULL);
-	free(t);
+	expect_edited(BASE, "    control = \"alpha.sock\";\n", "",
+		      line_at(BASE, "name = \"alpha\"") - 1, "hosts[0] "
+		      "\"alpha\": control missing (required)", (char *)NULL);
+	expect_edited(MINIMAL, "vm = { name = \"m\"; image = \"/m.elf\"; };\n",
+		      "", 1, "vm missing", (char *)NULL);
 	expect_edit_error("  image = \"kvstore.elf\";\n", "  image = \"\";\n",
 			  "image =", "vm.image \"\": an empty path");
 }
@@ -838,26 +876,47 @@ static void test_missing_required(void **state)
 /* On failure nothing of the file is left in the config. */
 static void test_error_zeroes(void **state)
 {
-	char *t = edit(BASE, "key = \"pki/beta.key\";", "key = 5;");
-
 	(void)state;
 	load_ok(BASE);
 	assert_string_equal(g_cfg.vm_name, "kv1");
-	/* expect_error checks the config is all zero afterwards. */
-	expect_error(t, line_at(BASE, "pki/beta.key"), "hosts[1].key \"5\"",
-		     (char *)NULL);
-	free(t);
+	/* expect_edited checks the config is all zero afterwards. */
+	expect_edited(BASE, "key = \"pki/beta.key\";", "key = 5;",
+		      line_at(BASE, "pki/beta.key"), "hosts[1].key \"5\"",
+		      (char *)NULL);
 }
 
 /* ---- parsers -------------------------------------------------------------------- */
 
+/* A parser's result for one input: rc, and the value when rc is 0. */
+struct parse_case {
+	const char *in;
+	int rc;
+	uint64_t v;
+};
+
+/* Every case of the table through `parse` (the value starts as 12345). */
+static void expect_parses(int (*parse)(const char *, uint64_t *),
+			  const struct parse_case *t, size_t n)
+{
+	uint64_t v;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		v = 12345;
+		rc = parse(t[i].in, &v);
+		if (rc != t[i].rc || (!rc && v != t[i].v))
+			print_message("\"%s\": rc %d v %llu\n", t[i].in, rc,
+				      (unsigned long long)v);
+		assert_int_equal(rc, t[i].rc);
+		if (!rc)
+			assert_true(v == t[i].v);
+	}
+}
+
 static void test_parse_duration(void **state)
 {
-	static const struct {
-		const char *in;
-		int rc;
-		uint64_t us;
-	} t[] = {
+	static const struct parse_case t[] = {
 		{ "100ms", 0, 100000 }, { "2s", 0, 2000000 }, { "500us", 0, 500 },
 		{ "100", 0, 100000 }, { "0.5s", 0, 500000 }, { "1.5ms", 0, 1500 },
 		{ "0.001s", 0, 1000 }, { "100 ms", 0, 100000 }, { "0", 0, 0 },
@@ -881,30 +940,14 @@ static void test_parse_duration(void **state)
 		{ "18446744073709.551616s", -ERANGE, 0 },
 		{ "99999999999999999999999 parsecs", -EINVAL, 0 },
 	};
-	unsigned i;
-	uint64_t v;
-	int rc;
 
 	(void)state;
-	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		v = 12345;
-		rc = td_parse_duration_us(t[i].in, &v);
-		if (rc != t[i].rc || (!rc && v != t[i].us))
-			print_message("\"%s\": rc %d v %llu\n", t[i].in, rc,
-				      (unsigned long long)v);
-		assert_int_equal(rc, t[i].rc);
-		if (!rc)
-			assert_true(v == t[i].us);
-	}
+	expect_parses(td_parse_duration_us, t, sizeof(t) / sizeof(t[0]));
 }
 
 static void test_parse_size(void **state)
 {
-	static const struct {
-		const char *in;
-		int rc;
-		uint64_t bytes;
-	} t[] = {
+	static const struct parse_case t[] = {
 		{ "4096", 0, 4096 }, { "4096B", 0, 4096 }, { "1K", 0, 1024 },
 		{ "1k", 0, 1024 }, { "256M", 0, 256ULL << 20 },
 		{ "64MiB", 0, 64ULL << 20 }, { "64MB", 0, 64ULL << 20 },
@@ -922,21 +965,9 @@ static void test_parse_size(void **state)
 		{ "18446744073709551616", -ERANGE, 0 },
 		{ "17179869184G", -ERANGE, 0 },
 	};
-	unsigned i;
-	uint64_t v;
-	int rc;
 
 	(void)state;
-	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		v = 12345;
-		rc = td_parse_size(t[i].in, &v);
-		if (rc != t[i].rc || (!rc && v != t[i].bytes))
-			print_message("\"%s\": rc %d v %llu\n", t[i].in, rc,
-				      (unsigned long long)v);
-		assert_int_equal(rc, t[i].rc);
-		if (!rc)
-			assert_true(v == t[i].bytes);
-	}
+	expect_parses(td_parse_size, t, sizeof(t) / sizeof(t[0]));
 }
 
 static void test_mode_names(void **state)
@@ -957,6 +988,19 @@ static void test_mode_names(void **state)
 }
 
 /* ---- using a config ------------------------------------------------------------ */
+
+/* td_config_link for host `self` must succeed: a TCP link with security
+ * `sec` from `local` to `peer`. */
+static void expect_link(int self, struct tp_config *tp, enum tp_security sec,
+			const char *local, const char *peer)
+{
+	assert_int_equal(td_config_link(&g_cfg, self, tp, g_err,
+					sizeof(g_err)), 0);
+	assert_int_equal(tp->kind, TP_KIND_TCP);
+	assert_int_equal(tp->security, sec);
+	assert_string_equal(tp->local_name, local);
+	assert_string_equal(tp->peer_name, peer);
+}
 
 static void test_self(void **state)
 {
@@ -1017,12 +1061,7 @@ static void test_link_psk(void **state)
 	assert_int_equal(g_cfg.security, TP_SEC_PSK);
 	assert_string_equal(g_cfg.psk_hex, PSK);
 	memset(&tp, 0xa5, sizeof(tp));
-	assert_int_equal(td_config_link(&g_cfg, 1, &tp, g_err, sizeof(g_err)),
-			 0);
-	assert_int_equal(tp.kind, TP_KIND_TCP);
-	assert_int_equal(tp.security, TP_SEC_PSK);
-	assert_string_equal(tp.local_name, "b");
-	assert_string_equal(tp.peer_name, "a");
+	expect_link(1, &tp, TP_SEC_PSK, "b", "a");
 	assert_string_equal(tp.psk_identity, "m");
 	assert_int_equal(tp.psk_len, 32);
 	for (i = 0; i < 32; i++)
@@ -1041,12 +1080,7 @@ static void test_link_insecure_and_cert(void **state)
 
 	(void)state;
 	load_ok(MINIMAL);
-	assert_int_equal(td_config_link(&g_cfg, 0, &tp, g_err, sizeof(g_err)),
-			 0);
-	assert_int_equal(tp.kind, TP_KIND_TCP);
-	assert_int_equal(tp.security, TP_SEC_INSECURE);
-	assert_string_equal(tp.local_name, "a");
-	assert_string_equal(tp.peer_name, "b");
+	expect_link(0, &tp, TP_SEC_INSECURE, "a", "b");
 	assert_int_equal(tp.psk_len, 0);
 	assert_int_equal(tp.nr_bulk, 1);
 	assert_int_equal(td_config_link(&g_cfg, 2, &tp, g_err, sizeof(g_err)),
@@ -1056,11 +1090,7 @@ static void test_link_insecure_and_cert(void **state)
 
 	/* cert: the file names point into the config. */
 	load_ok(BASE);
-	assert_int_equal(td_config_link(&g_cfg, 1, &tp, g_err, sizeof(g_err)),
-			 0);
-	assert_int_equal(tp.security, TP_SEC_CERT);
-	assert_string_equal(tp.local_name, "beta");
-	assert_string_equal(tp.peer_name, "alpha");
+	expect_link(1, &tp, TP_SEC_CERT, "beta", "alpha");
 	assert_ptr_equal(tp.ca_file, g_cfg.ca);
 	assert_ptr_equal(tp.cert_file, g_cfg.host[1].cert);
 	assert_ptr_equal(tp.key_file, g_cfg.host[1].key);

@@ -305,6 +305,17 @@ static void refused(const uint8_t *body, size_t len, uint64_t disk_bytes,
 		fail_msg("\"%s\" does not say \"%s\"", err, what);
 }
 
+/* A good 512-byte body with the u32 at `off` set to v is refused with
+ * `what`. */
+static void refused_u32(size_t off, uint32_t v, const char *what)
+{
+	static uint8_t buf[DS_WRITE_HEADER + 512];
+	size_t len = good_body(buf, 0, 512);
+
+	put_be32(buf + off, v);
+	refused(buf, len, DISK, what);
+}
+
 static void test_roundtrip(void **state)
 {
 	static const uint8_t golden[DS_WRITE_HEADER] = {
@@ -390,26 +401,16 @@ static void test_decode_truncated(void **state)
 
 static void test_decode_bad_disk(void **state)
 {
-	static uint8_t buf[DS_WRITE_HEADER + 512];
-	size_t len = good_body(buf, 0, 512);
-
 	(void)state;
-	put_be32(buf, 1);
-	refused(buf, len, DISK, "disk 1 != 0");
-	put_be32(buf, UINT32_MAX);
-	refused(buf, len, DISK, "disk 4294967295");
+	refused_u32(0, 1, "disk 1 != 0");
+	refused_u32(0, UINT32_MAX, "disk 4294967295");
 }
 
 static void test_decode_bad_kind(void **state)
 {
-	static uint8_t buf[DS_WRITE_HEADER + 512];
-	size_t len = good_body(buf, 0, 512);
-
 	(void)state;
-	put_be32(buf + 4, 2);
-	refused(buf, len, DISK, "kind 2 unknown");
-	put_be32(buf + 4, UINT32_MAX);
-	refused(buf, len, DISK, "kind 4294967295 unknown");
+	refused_u32(4, 2, "kind 2 unknown");
+	refused_u32(4, UINT32_MAX, "kind 4294967295 unknown");
 }
 
 static void test_decode_misaligned(void **state)
@@ -467,14 +468,9 @@ static void test_decode_past_end(void **state)
 
 static void test_decode_reserved(void **state)
 {
-	static uint8_t buf[DS_WRITE_HEADER + 512];
-	size_t len = good_body(buf, 0, 512);
-
 	(void)state;
-	put_be32(buf + 20, 1);
-	refused(buf, len, DISK, "reserved 1 != 0");
-	put_be32(buf + 20, 0x80000000u);
-	refused(buf, len, DISK, "reserved 2147483648");
+	refused_u32(20, 1, "reserved 1 != 0");
+	refused_u32(20, 0x80000000u, "reserved 2147483648");
 }
 
 static void test_decode_trailing(void **state)
@@ -1173,20 +1169,43 @@ static int put_rec(struct ds_replica *r, uint64_t epoch, uint32_t kind,
 	return ds_replica_recv(r, epoch, body, len, err, DS_ERR_MAX);
 }
 
+/* A put_rec the replica must take. */
+static void put_ok(struct ds_replica *r, uint64_t epoch, uint32_t kind,
+		   uint64_t off, uint32_t n, uint8_t v)
+{
+	char err[DS_ERR_MAX] = "";
+	int rc = put_rec(r, epoch, kind, off, n, v, err);
+
+	if (rc)
+		print_message("put_rec: %s\n", err);
+	assert_int_equal(rc, 0);
+}
+
+/* The image at path holds n bytes of v at off. */
+static void expect_image(const char *path, uint64_t off, size_t n, uint8_t v)
+{
+	uint8_t *got = malloc(n);
+
+	assert_non_null(got);
+	read_at(path, off, got, n);
+	assert_true(all_bytes(got, n, v));
+	free(got);
+}
+
 static void test_replica_discard(void **state)
 {
-	char p[PATH_MAX], err[DS_ERR_MAX];
+	char p[PATH_MAX];
 	struct ds_replica_stats st;
 	struct ds_replica *r;
 	uint64_t before;
 
 	(void)state;
 	r = replica("discard.img", DISK, p);
-	assert_int_equal(put_rec(r, 0, DS_KIND_BASE, 0, 8192, 'b', err), 0);
+	put_ok(r, 0, DS_KIND_BASE, 0, 8192, 'b');
 	assert_int_equal(ds_replica_commit(r, 0), 0);
 	before = file_hash(p);
-	assert_int_equal(put_rec(r, 1, DS_KIND_EPOCH, 0, 4096, 'x', err), 0);
-	assert_int_equal(put_rec(r, 1, DS_KIND_EPOCH, 65536, 512, 'y', err), 0);
+	put_ok(r, 1, DS_KIND_EPOCH, 0, 4096, 'x');
+	put_ok(r, 1, DS_KIND_EPOCH, 65536, 512, 'y');
 	ds_replica_stats(r, &st);
 	assert_int_equal(st.staged_bytes, 4608);
 	assert_int_equal(st.base_bytes, 8192);
@@ -1197,7 +1216,7 @@ static void test_replica_discard(void **state)
 	assert_int_equal(st.applied_bytes, 0);
 	assert_true(file_hash(p) == before);
 	/* The next epoch starts clean; an empty commit changes nothing. */
-	assert_int_equal(put_rec(r, 2, DS_KIND_EPOCH, 0, 512, 'z', err), 0);
+	put_ok(r, 2, DS_KIND_EPOCH, 0, 512, 'z');
 	ds_replica_discard(r);
 	assert_int_equal(ds_replica_commit(r, 2), 0);
 	ds_replica_stats(r, &st);
@@ -1209,24 +1228,21 @@ static void test_replica_discard(void **state)
 
 static void test_replica_commit_order(void **state)
 {
-	char p[PATH_MAX], err[DS_ERR_MAX];
+	char p[PATH_MAX];
 	struct ds_replica_stats st;
 	struct ds_replica *r;
-	uint8_t got[8192];
 
 	(void)state;
 	r = replica("order.img", DISK, p);
-	assert_int_equal(put_rec(r, 7, DS_KIND_EPOCH, 0, 8192, '1', err), 0);
-	assert_int_equal(put_rec(r, 7, DS_KIND_EPOCH, 512, 1024, '2', err), 0);
-	assert_int_equal(put_rec(r, 7, DS_KIND_EPOCH, 1024, 512, '3', err), 0);
-	read_at(p, 0, got, sizeof(got));
-	assert_true(all_bytes(got, sizeof(got), 0));
+	put_ok(r, 7, DS_KIND_EPOCH, 0, 8192, '1');
+	put_ok(r, 7, DS_KIND_EPOCH, 512, 1024, '2');
+	put_ok(r, 7, DS_KIND_EPOCH, 1024, 512, '3');
+	expect_image(p, 0, 8192, 0);
 	assert_int_equal(ds_replica_commit(r, 7), 0);
-	read_at(p, 0, got, sizeof(got));
-	assert_true(all_bytes(got, 512, '1'));
-	assert_true(all_bytes(got + 512, 512, '2'));
-	assert_true(all_bytes(got + 1024, 512, '3'));
-	assert_true(all_bytes(got + 1536, 8192 - 1536, '1'));
+	expect_image(p, 0, 512, '1');
+	expect_image(p, 512, 512, '2');
+	expect_image(p, 1024, 512, '3');
+	expect_image(p, 1536, 8192 - 1536, '1');
 	ds_replica_stats(r, &st);
 	assert_int_equal(st.staged_bytes, 0);
 	assert_int_equal(st.applied_bytes, 8192 + 1024 + 512);
@@ -1239,11 +1255,10 @@ static void test_replica_other_epoch(void **state)
 	char p[PATH_MAX], err[DS_ERR_MAX];
 	struct ds_replica_stats st;
 	struct ds_replica *r;
-	uint8_t got[512];
 
 	(void)state;
 	r = replica("other.img", DISK, p);
-	assert_int_equal(put_rec(r, 3, DS_KIND_EPOCH, 0, 512, 'a', err), 0);
+	put_ok(r, 3, DS_KIND_EPOCH, 0, 512, 'a');
 	assert_int_equal(put_rec(r, 4, DS_KIND_EPOCH, 512, 512, 'b', err), -EPROTO);
 	assert_string_equal(err, "DISK_WRITE of epoch 4 while epoch 3 is "
 			    "staged");
@@ -1252,16 +1267,13 @@ static void test_replica_other_epoch(void **state)
 	assert_int_equal(st.staged_bytes, 512);
 	assert_int_equal(st.committed, 0);
 	/* A base record is no epoch's: it goes through meanwhile. */
-	assert_int_equal(put_rec(r, 4, DS_KIND_BASE, 4096, 512, 'c', err), 0);
+	put_ok(r, 4, DS_KIND_BASE, 4096, 512, 'c');
 	assert_int_equal(ds_replica_commit(r, 3), 0);
-	assert_int_equal(put_rec(r, 4, DS_KIND_EPOCH, 512, 512, 'b', err), 0);
+	put_ok(r, 4, DS_KIND_EPOCH, 512, 512, 'b');
 	assert_int_equal(ds_replica_commit(r, 4), 0);
-	read_at(p, 0, got, 512);
-	assert_true(all_bytes(got, 512, 'a'));
-	read_at(p, 512, got, 512);
-	assert_true(all_bytes(got, 512, 'b'));
-	read_at(p, 4096, got, 512);
-	assert_true(all_bytes(got, 512, 'c'));
+	expect_image(p, 0, 512, 'a');
+	expect_image(p, 512, 512, 'b');
+	expect_image(p, 4096, 512, 'c');
 	ds_replica_free(r);
 }
 
@@ -1306,7 +1318,6 @@ static void test_replica_open(void **state)
 {
 	char p[PATH_MAX], err[DS_ERR_MAX], want[PATH_MAX + 64];
 	struct ds_replica *r = NULL;
-	uint8_t got[512];
 	struct stat st;
 
 	(void)state;
@@ -1314,7 +1325,7 @@ static void test_replica_open(void **state)
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_size, DISK);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(put_rec(r, 0, DS_KIND_BASE, 512, 512, 'k', err), 0);
+	put_ok(r, 0, DS_KIND_BASE, 512, 512, 'k');
 	ds_replica_free(r);
 
 	r = NULL;
@@ -1325,8 +1336,7 @@ static void test_replica_open(void **state)
 		 "2097152", p);
 	assert_string_equal(err, want);
 	assert_int_equal(ds_replica_open(p, DISK, &r, err, sizeof(err)), 0);
-	read_at(p, 512, got, 512);
-	assert_true(all_bytes(got, 512, 'k'));   /* kept, not truncated */
+	expect_image(p, 512, 512, 'k');   /* kept, not truncated */
 	ds_replica_free(r);
 
 	assert_int_equal(ds_replica_open(p, 1000, &r, err, sizeof(err)),
@@ -1341,7 +1351,7 @@ static void test_replica_open(void **state)
 
 static void test_replica_reset(void **state)
 {
-	char p[PATH_MAX], err[DS_ERR_MAX];
+	char p[PATH_MAX];
 	struct ds_replica_stats st;
 	struct ds_replica *r;
 	struct stat sb;
@@ -1350,11 +1360,10 @@ static void test_replica_reset(void **state)
 
 	(void)state;
 	r = replica("reset.img", DISK, p);
-	assert_int_equal(put_rec(r, 0, DS_KIND_BASE, 0, 8192, 0x5a, err), 0);
-	assert_int_equal(put_rec(r, 1, DS_KIND_EPOCH, 0, 512, 0x11, err), 0);
+	put_ok(r, 0, DS_KIND_BASE, 0, 8192, 0x5a);
+	put_ok(r, 1, DS_KIND_EPOCH, 0, 512, 0x11);
 	assert_int_equal(ds_replica_commit(r, 1), 0);
-	assert_int_equal(put_rec(r, 2, DS_KIND_EPOCH, DISK - 512, 512, 0x22, err),
-			 0);
+	put_ok(r, 2, DS_KIND_EPOCH, DISK - 512, 512, 0x22);
 	assert_int_equal(ds_replica_reset(r), 0);
 	ds_replica_stats(r, &st);
 	assert_int_equal(st.staged_bytes, 0);

@@ -173,6 +173,50 @@ static void check_lengths(decode_fn dec, const uint8_t *body, size_t len,
 	free(b);
 }
 
+/* An encoding (n bytes in buf) is exactly the spec's layout `bytes`. */
+static void expect_layout(const uint8_t *buf, size_t n, const uint8_t *bytes,
+			  size_t len)
+{
+	assert_int_equal(n, len);
+	assert_memory_equal(buf, bytes, n);
+}
+
+/* n bytes in buf decode to a struct equal to `want` (`size` bytes). */
+static void expect_decodes_to(decode_fn dec, const uint8_t *buf, size_t n,
+			      const void *want, size_t size)
+{
+	union any_out back;
+
+	expect_ok(dec, buf, n, &back);
+	assert_memory_equal(&back, want, size);
+}
+
+/*
+ * A fixed struct `fix` encodes (with `enc`) to exactly the spec's `bytes`,
+ * and those decode (with `dec`) back to `fix`.
+ */
+#define expect_fixed(enc, dec, fix, bytes) \
+	do { \
+		uint8_t b_[REP_BODY_MAX]; \
+		\
+		expect_layout(b_, enc(&(fix), b_), bytes, sizeof(bytes)); \
+		expect_decodes_to(dec, bytes, sizeof(bytes), &(fix), \
+				  sizeof(fix)); \
+	} while (0)
+
+/*
+ * A body of `fixed`'s first 44 bytes (a HELLO's or WELCOME's fields
+ * before the text) and a text of len bytes of c; returns its length.
+ */
+static size_t with_text(uint8_t *b, const uint8_t *fixed, uint32_t len,
+			char c)
+{
+	memcpy(b, fixed, 44);
+	be32_at(b + 44, len);
+	memset(b + 48, c, len);
+	return 48 + len;
+}
+
 /* ---- fixed bodies ------------------------------------------------------- */
 
 static const struct rep_hello hello_fix = {
@@ -283,11 +327,7 @@ static void test_hello_bytes(void **state)
 	size_t n;
 
 	(void)state;
-	n = rep_hello_encode(&hello_fix, buf);
-	assert_int_equal(n, sizeof(hello_bytes));
-	assert_memory_equal(buf, hello_bytes, n);
-	expect_ok(dec_hello, hello_bytes, sizeof(hello_bytes), &h);
-	assert_memory_equal(&h, &hello_fix, sizeof(h));
+	expect_fixed(rep_hello_encode, dec_hello, hello_fix, hello_bytes);
 
 	/* the shortest (no name: 48, the record's minimum) and the longest
 	 * (a 63-byte name: 111, its maximum) */
@@ -302,12 +342,7 @@ static void test_hello_bytes(void **state)
 	h.vm[1] = '~';
 	n = rep_hello_encode(&h, buf);
 	assert_int_equal(n, 111);
-	{
-		struct rep_hello back;
-
-		expect_ok(dec_hello, buf, n, &back);
-		assert_memory_equal(&back, &h, sizeof(h));
-	}
+	expect_decodes_to(dec_hello, buf, n, &h, sizeof(h));
 }
 
 static void test_welcome_bytes(void **state)
@@ -317,11 +352,8 @@ static void test_welcome_bytes(void **state)
 	size_t n;
 
 	(void)state;
-	n = rep_welcome_encode(&welcome_fix, buf);
-	assert_int_equal(n, sizeof(welcome_bytes));
-	assert_memory_equal(buf, welcome_bytes, n);
-	expect_ok(dec_welcome, welcome_bytes, sizeof(welcome_bytes), &w);
-	assert_memory_equal(&w, &welcome_fix, sizeof(w));
+	expect_fixed(rep_welcome_encode, dec_welcome, welcome_fix,
+		     welcome_bytes);
 
 	memset(&w, 0, sizeof(w));
 	assert_int_equal(rep_welcome_encode(&w, buf), 48);
@@ -332,69 +364,45 @@ static void test_welcome_bytes(void **state)
 	n = rep_welcome_encode(&w, buf);
 	assert_int_equal(n, 303);
 	assert_true(n <= REP_BODY_MAX);
-	{
-		struct rep_welcome back;
-
-		expect_ok(dec_welcome, buf, n, &back);
-		assert_memory_equal(&back, &w, sizeof(w));
-	}
+	expect_decodes_to(dec_welcome, buf, n, &w, sizeof(w));
 }
 
 static void test_end_bytes(void **state)
 {
 	uint8_t buf[REP_BODY_MAX];
-	struct rep_epoch_end e, f = {
+	struct rep_epoch_end f = {
 		.epoch = 1, .base = 0, .flags = REP_END_FULL,
 		.records = UINT64_MAX, .digest = UINT64_MAX,
 	};
 	size_t n;
 
 	(void)state;
-	n = rep_epoch_end_encode(&end_fix, buf);
-	assert_int_equal(n, sizeof(end_bytes));
-	assert_int_equal(n, 64);
-	assert_memory_equal(buf, end_bytes, n);
-	expect_ok(dec_end, end_bytes, sizeof(end_bytes), &e);
-	assert_memory_equal(&e, &end_fix, sizeof(e));
+	assert_int_equal(rep_epoch_end_encode(&end_fix, buf), 64);
+	expect_fixed(rep_epoch_end_encode, dec_end, end_fix, end_bytes);
 
 	/* the full epoch: base 0, flag 1 */
 	n = rep_epoch_end_encode(&f, buf);
 	assert_int_equal(buf[63], 1);
-	expect_ok(dec_end, buf, n, &e);
-	assert_memory_equal(&e, &f, sizeof(e));
+	expect_decodes_to(dec_end, buf, n, &f, sizeof(f));
 	/* the largest epoch on the largest base */
 	f = (struct rep_epoch_end){ .epoch = UINT64_MAX,
 				    .base = UINT64_MAX - 1 };
 	n = rep_epoch_end_encode(&f, buf);
-	expect_ok(dec_end, buf, n, &e);
-	assert_memory_equal(&e, &f, sizeof(e));
+	expect_decodes_to(dec_end, buf, n, &f, sizeof(f));
 }
 
 static void test_small_bodies_bytes(void **state)
 {
 	uint8_t buf[REP_BODY_MAX];
-	struct rep_ack a;
-	struct rep_heartbeat hb;
 	struct rep_drill d;
-	struct rep_handover ho;
 	size_t n;
 
 	(void)state;
-	n = rep_ack_encode(&ack_fix, buf);
-	assert_int_equal(n, sizeof(ack_bytes));
-	assert_memory_equal(buf, ack_bytes, n);
-	expect_ok(dec_ack, ack_bytes, n, &a);
-	assert_memory_equal(&a, &ack_fix, sizeof(a));
-
-	n = rep_heartbeat_encode(&hb_fix, buf);
-	assert_int_equal(n, sizeof(hb_bytes));
-	assert_memory_equal(buf, hb_bytes, n);
-	expect_ok(dec_heartbeat, hb_bytes, n, &hb);
-	assert_memory_equal(&hb, &hb_fix, sizeof(hb));
+	expect_fixed(rep_ack_encode, dec_ack, ack_fix, ack_bytes);
+	expect_fixed(rep_heartbeat_encode, dec_heartbeat, hb_fix, hb_bytes);
 
 	n = rep_drill_encode(&drill_fix, buf);
-	assert_int_equal(n, sizeof(drill_bytes));
-	assert_memory_equal(buf, drill_bytes, n);
+	expect_layout(buf, n, drill_bytes, sizeof(drill_bytes));
 	expect_ok(dec_drill, drill_bytes, n, &d);
 	assert_int_equal(d.phase, REP_PHASE_SENT);
 	assert_int_equal(d.reserved, 0);
@@ -405,11 +413,7 @@ static void test_small_bodies_bytes(void **state)
 	assert_int_equal(d.phase, REP_PHASE_RELEASED);
 	assert_int_equal(d.reserved, 0);
 
-	n = rep_handover_encode(&ho_fix, buf);
-	assert_int_equal(n, sizeof(ho_bytes));
-	assert_memory_equal(buf, ho_bytes, n);
-	expect_ok(dec_handover, ho_bytes, n, &ho);
-	assert_memory_equal(&ho, &ho_fix, sizeof(ho));
+	expect_fixed(rep_handover_encode, dec_handover, ho_fix, ho_bytes);
 }
 
 /* Every role, mode, status and phase the spec defines decodes as itself. */
@@ -465,7 +469,6 @@ static void test_truncation_every_length(void **state)
 	uint8_t buf[REP_BODY_MAX];
 	struct rep_hello h = hello_fix;
 	struct rep_welcome w = welcome_fix;
-	size_t n;
 
 	(void)state;
 	check_lengths(dec_hello, hello_bytes, sizeof(hello_bytes), "REP_HELLO");
@@ -482,18 +485,16 @@ static void test_truncation_every_length(void **state)
 	/* the longest texts too, and the empty ones */
 	memset(h.vm, 'v', REP_NAME_MAX);
 	h.vm[REP_NAME_MAX] = '\0';
-	n = rep_hello_encode(&h, buf);
-	check_lengths(dec_hello, buf, n, "REP_HELLO");
+	check_lengths(dec_hello, buf, rep_hello_encode(&h, buf), "REP_HELLO");
 	h.vm[0] = '\0';
-	n = rep_hello_encode(&h, buf);
-	check_lengths(dec_hello, buf, n, "REP_HELLO");
+	check_lengths(dec_hello, buf, rep_hello_encode(&h, buf), "REP_HELLO");
 	memset(w.reason, 'r', REP_REASON_MAX);
 	w.reason[REP_REASON_MAX] = '\0';
-	n = rep_welcome_encode(&w, buf);
-	check_lengths(dec_welcome, buf, n, "REP_WELCOME");
+	check_lengths(dec_welcome, buf, rep_welcome_encode(&w, buf),
+		      "REP_WELCOME");
 	w.reason[0] = '\0';
-	n = rep_welcome_encode(&w, buf);
-	check_lengths(dec_welcome, buf, n, "REP_WELCOME");
+	check_lengths(dec_welcome, buf, rep_welcome_encode(&w, buf),
+		      "REP_WELCOME");
 }
 
 /* A text whose length says more than there is. */
@@ -533,10 +534,7 @@ static void test_text_too_long(void **state)
 	size_t n;
 
 	(void)state;
-	memcpy(b, hello_bytes, 44);
-	be32_at(b + 44, REP_NAME_MAX + 1);
-	memset(b + 48, 'a', REP_NAME_MAX + 1);
-	n = 48 + REP_NAME_MAX + 1;
+	n = with_text(b, hello_bytes, REP_NAME_MAX + 1, 'a');
 	expect_refused(dec_hello, b, n, "REP_HELLO", "vm name",
 		       "length 64 > 63");
 	/* exactly the limit is fine */
@@ -547,10 +545,7 @@ static void test_text_too_long(void **state)
 		expect_ok(dec_hello, b, n - 1, &h);
 		assert_int_equal(strlen(h.vm), REP_NAME_MAX);
 	}
-	memcpy(b, welcome_bytes, 44);
-	be32_at(b + 44, REP_REASON_MAX + 1);
-	memset(b + 48, 'b', REP_REASON_MAX + 1);
-	n = 48 + REP_REASON_MAX + 1;
+	n = with_text(b, welcome_bytes, REP_REASON_MAX + 1, 'b');
 	expect_refused(dec_welcome, b, n, "REP_WELCOME", "reason",
 		       "length 256 > 255");
 }

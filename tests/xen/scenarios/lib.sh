@@ -1,0 +1,157 @@
+# lib.sh - sourced by the Xen test bed's scenarios, inside dom0 (run.sh
+# installs it as /root/xenlib.sh).  Reporting like the integration tests'
+# lib.sh (ok/bad/check, ending in "N passed, N failed"), plus step timing
+# and helpers for domUs running tests/xen/guest/pagetest.
+#
+# Every timed step appends "NAME SECONDS" to $R/steps.txt; run.sh prints
+# that table.  Timeouts are about three times what the step took when
+# measured on a 2-core machine without KVM (tests/xen/README.md).
+R=/root/results
+DOMU=/root/domu
+CONSOLE_LOGS=/var/log/xen/console
+mkdir -p "$R"
+pass=0
+fail=0
+T0=$(date +%s)
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+ok() { pass=$((pass + 1)); echo "ok: $1 (+$(($(date +%s) - T0)) s)"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $1 (+$(($(date +%s) - T0)) s)"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+record() { # record NAME SECONDS
+	echo "$1 $2" >>"$R/steps.txt"
+	echo "step: $1: $2 s"
+}
+
+# step NAME CMD...: run CMD (output to $R/NAME.log and the console), time
+# it, record it; returns CMD's status.
+step() {
+	_name=$1
+	shift
+	_t=$(now)
+	"$@" >"$R/$_name.log" 2>&1
+	step_end "$_name" "$_t" $? "$*"
+}
+
+# step_end NAME T0 RC CMD: record the step's time; show why it failed.
+step_end() {
+	record "$1" "$(since "$2")"
+	if [ "$3" -ne 0 ]; then
+		echo "step $1: '$4' exited $3:"
+		tail -20 "$R/$1.log"
+	fi
+	return "$3"
+}
+
+# step_ts NAME CMD...: like step, but each output line is prefixed with
+# the dom0 clock (seconds), so phases inside the step can be timed.
+step_ts() {
+	_name=$1
+	shift
+	_t=$(now)
+	{ "$@" 2>&1; echo $? >"$R/$_name.rc"; } | while IFS= read -r _line; do
+		echo "$(date +%s.%N) $_line"
+	done >"$R/$_name.log"
+	step_end "$_name" "$_t" "$(cat "$R/$_name.rc")" "$*"
+}
+
+# ts_between LOG PATTERN1 PATTERN2: seconds from the first line matching
+# PATTERN1 to the first line after it matching PATTERN2, in a step_ts log.
+ts_between() {
+	awk -v p1="$2" -v p2="$3" '
+		a == "" && $0 ~ p1 { a = $1; next }
+		a != "" && $0 ~ p2 { printf "%.1f\n", $1 - a; exit }' "$1"
+}
+
+# wait_until SECONDS CMD...: poll CMD once a second until it succeeds.
+wait_until() {
+	_limit=$1
+	shift
+	_end=$(($(date +%s) + _limit))
+	while ! "$@"; do
+		[ "$(date +%s)" -ge "$_end" ] && return 1
+		sleep 1
+	done
+	return 0
+}
+
+# pt_last LOG: "PASS ERRORS" from the last pagetest progress line in LOG
+# (the guest console log xenconsoled writes), or nothing.
+pt_last() {
+	[ -f "$1" ] || return 0
+	tr -d '\r' <"$1" | sed -n 's/^.*pagetest: pass \([0-9][0-9]*\) errors \([0-9][0-9]*\)$/\1 \2/p' | tail -1
+}
+
+# pt_show LOG: the last progress as "pass N errors E" (for messages).
+pt_show() {
+	_l=$(pt_last "$1")
+	[ -n "$_l" ] && echo "pass ${_l%% *} errors ${_l##* }" || echo "no progress line"
+}
+
+# pt_beyond LOG N: true once LOG shows a pagetest pass greater than N.
+pt_beyond() {
+	_l=$(pt_last "$1")
+	[ -n "$_l" ] && [ "${_l%% *}" -gt "$2" ]
+}
+
+# pt_errors LOG: total "errors" in the last progress line (0 when none).
+pt_errors() {
+	_l=$(pt_last "$1")
+	echo "${_l##* }" | awk '{ print ($1 == "" ? 0 : $1) }'
+}
+
+# pt_bad_lines LOG: pagetest lines that report a page it did not write.
+pt_bad_lines() {
+	[ -f "$1" ] || { echo 0; return; }
+	tr -d '\r' <"$1" | grep -c 'pagetest: pass [0-9]*: page' || true
+}
+
+# domu_cfg NAME IP MAC [MIB]: an xl config for a PVH pagetest domU.
+# tsc_mode and cpuid: QEMU's emulated SVM has no usable next-RIP for the
+# RDTSCP intercept, so a PVH guest hangs unless RDTSCP is hidden.
+domu_cfg() {
+	cat <<EOF
+name = "$1"
+type = "pvh"
+kernel = "$DOMU/vmlinuz"
+ramdisk = "$DOMU/initrd.gz"
+extra = "console=hvc0 pt_mib=${4:-32} pt_ip=$2"
+memory = 128
+vcpus = 1
+tsc_mode = "native"
+cpuid = "host,rdtscp=0"
+vif = [ "mac=$3,bridge=xenbr0" ]
+on_crash = "preserve"
+EOF
+}
+
+# bridge_up: xenbr0 with 10.99.0.1/24 for the domUs' vifs.
+bridge_up() {
+	modprobe xen-netback &&
+		ip link add name xenbr0 type bridge stp_state 0 forward_delay 0 &&
+		ip addr add 10.99.0.1/24 dev xenbr0 &&
+		ip link set xenbr0 up
+}
+
+# tcp_ask IP: the domU service's answer ("pass N errors E").
+tcp_ask() {
+	busybox nc -w 5 "$1" 7000 </dev/null 2>/dev/null | tr -d '\r' | head -1
+}
+
+# tcp_pass IP: the pass number the domU service answers with, or nothing.
+tcp_pass() {
+	tcp_ask "$1" | sed -n 's/^pass \([0-9][0-9]*\) errors 0$/\1/p'
+}
+
+# tcp_up IP: true when the domU service answers with a clean pass count.
+tcp_up() {
+	[ -n "$(tcp_pass "$1")" ]
+}
+
+finish() {
+	echo "$pass passed, $fail failed" | tee "$R/summary.txt"
+	[ "$fail" -eq 0 ]
+}

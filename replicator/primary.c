@@ -389,15 +389,31 @@ struct eng_emit {
 	struct rep_primary *p;
 	struct tp_link *link;
 	uint64_t bytes;
+	bool send_failed;   /* the link failed, not the write log */
 };
+
+/* The disk write log cannot give this session's writes any more (broken
+ * at its cap, or an epoch missing from it): the next standby must get a
+ * full copy rather than resume. */
+static void eng_log_lost(struct rep_primary *p, const char *what,
+			 uint64_t epoch)
+{
+	log_error("replicator: primary %s: disk write log: %s %" PRIu64
+		  " failed; the next attach makes a full copy", p->vm_name,
+		  what, epoch);
+	pthread_mutex_lock(&p->lock);
+	p->resync = true;
+	pthread_mutex_unlock(&p->lock);
+}
 
 static int eng_emit_disk(void *arg, const uint8_t *body, size_t len)
 {
 	struct eng_emit *em = arg;
+	int rc = eng_send(em->p, em->link, WIRE_REC_DISK_WRITE, body, len);
 
 	em->bytes += len - DS_WRITE_HEADER;
-	return eng_send(em->p, em->link, WIRE_REC_DISK_WRITE,
-			body, len);
+	em->send_failed = rc != 0;
+	return rc;
 }
 
 /* Encode and send `count` pages (already copied) in records of at most
@@ -581,9 +597,7 @@ static int eng_capture(struct rep_primary *p, struct eng_pause *ep, bool keep)
 	}
 	/* Last, so that a failure above leaves epoch e open to try again. */
 	if (rc == 0 && p->dlog != NULL && ds_log_cut(p->dlog, e) != 0)
-		log_error("replicator: primary %s: disk log cut of epoch %"
-			  PRIu64 " refused; the next attach makes a full copy",
-			  p->vm_name, e);
+		eng_log_lost(p, "cut of epoch", e);
 	if (rc == 0)
 		ep->gate_epoch = hv_gate_next_epoch(p->dom);
 	if (!keep || rc != 0)
@@ -652,6 +666,8 @@ static int eng_checkpoint(struct rep_primary *p, struct tp_link *link,
 		rc = ds_log_emit(p->dlog, p->disk_sent, e, eng_emit_disk, &em);
 		if (rc == 0)
 			p->disk_sent = e;
+		else if (!em.send_failed)
+			eng_log_lost(p, "emit up to epoch", e);
 	}
 	if (rc == 0)
 		rc = eng_send_state(p, link);
@@ -773,7 +789,6 @@ static int eng_send_domain_info(struct rep_primary *p, struct tp_link *link)
 static int eng_send_live(struct rep_primary *p, struct tp_link *link,
 			 uint64_t *bm)
 {
-	uint64_t total = bm_count(bm, p->bm_words), done = 0;
 	int rc = eng_stage_grow(&p->st, WIRE_PAGE_MAX);
 
 	for (uint64_t i = 0; rc == 0 && i < p->nr_pages;) {
@@ -796,13 +811,10 @@ static int eng_send_live(struct rep_primary *p, struct tp_link *link,
 		}
 		if (rc == 0 && n > 0)
 			rc = eng_send_pages(p, link, p->st.pfn, p->st.pages, n);
-		done += n;
 		pthread_mutex_lock(&p->lock);
 		p->sync_done += n;
 		pthread_mutex_unlock(&p->lock);
 	}
-	(void)total;
-	(void)done;
 	return rc;
 }
 

@@ -21,7 +21,7 @@
  */
 #define REP_CHAN_CTL 0
 #define REP_CHAN_DATA 1
-#define REP_NR_BULK 1
+#define REP_NR_BULK 1   /* bulk channels a replication link needs */
 #define REP_MAX_DEVICES 8
 #define REP_HELLO_TIMEOUT_MS 5000
 

@@ -47,7 +47,6 @@ struct rep_standby {
 	struct hv_domain *dom;        /* the replica, or NULL */
 	struct ds_replica *disk_rep;
 	struct codec_dec *dec;
-	struct wire_page_data *pd;
 	struct wire_vcpu_state *ws;
 
 	pthread_mutex_t lock;
@@ -845,9 +844,8 @@ int rep_standby_new(const struct rep_standby_config *cfg,
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->apply_lock, NULL);
 	rep_ctl_init(&s->ctl);
-	s->pd = malloc(sizeof(*s->pd));
 	s->ws = malloc(sizeof(*s->ws));
-	if (!s->pd || !s->ws || sb_state_alloc(&s->open) ||
+	if (!s->ws || sb_state_alloc(&s->open) ||
 	    sb_state_alloc(&s->done)) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
@@ -875,7 +873,6 @@ void rep_standby_free(struct rep_standby *s)
 	sb_state_free(&s->done);
 	free(s->st_pfn);
 	free(s->st_pages);
-	free(s->pd);
 	free(s->ws);
 	rep_ctl_fini(&s->ctl);
 	pthread_mutex_destroy(&s->lock);

@@ -17,7 +17,8 @@ SAN       ?=
 WARN      := -std=c11 -Wall -Wextra -Werror
 INCLUDES  := -Icommon -Ihypervisor-hooks -Ihypervisor-hooks/uvm \
              -Ihypervisor-hooks/uvm/abi -Ihypervisor-hooks/uvm/guest \
-             -Itransport -Ireplicator -Idisk-sync -Ifailover-daemon
+             -Ihypervisor-hooks/xen -Itransport -Ireplicator -Idisk-sync \
+             -Ifailover-daemon -I/usr/include/libnl3
 # The RDMA back end is built when rdma-core's headers are present; without
 # them transport/rdma_absent.c reports RDMA as not built.
 HAVE_RDMA := $(shell test -e /usr/include/rdma/rdma_cma.h && \
@@ -28,7 +29,9 @@ SAN       := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 endif
 CFLAGS    := $(WARN) -D_GNU_SOURCE -g -O2 -pthread $(INCLUDES) $(SAN)
 LDLIBS    := -ljson-c -lxxhash -llz4 -levent_openssl -levent_pthreads \
-             -levent -lssl -lcrypto -lconfig -lpthread
+             -levent -lssl -lcrypto -lconfig -lpthread \
+             -lxenctrl -lxenguest -lxenforeignmemory -lxenstore -lxentoollog \
+             -lnl-route-3 -lnl-3
 ifeq ($(HAVE_RDMA),1)
 LDLIBS    += -lrdmacm -libverbs
 endif
@@ -48,6 +51,7 @@ LIB_SRCS  := common/log.c \
              hypervisor-hooks/uvm/vcpu.c \
              hypervisor-hooks/uvm/xsave.c \
              hypervisor-hooks/uvm/guest/pagetest_check.c \
+             $(wildcard hypervisor-hooks/xen/*.c) \
              $(wildcard replicator/*.c) $(wildcard disk-sync/*.c)
 TP_SRCS   := $(filter-out transport/rdma.c transport/rdma_conn.c transport/rdma_absent.c,$(wildcard transport/*.c))
 ifeq ($(HAVE_RDMA),1)
@@ -97,6 +101,11 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Xen's public headers test __STRICT_ANSI__ for anonymous unions and
+# alignment attributes that C11 and GCC have; the language stays C11.
+$(BUILD)/obj/hypervisor-hooks/xen/%.o: CFLAGS += -U__STRICT_ANSI__
+$(BUILD)/tests/test_xen_replica: CFLAGS += -U__STRICT_ANSI__
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@

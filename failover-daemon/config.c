@@ -505,7 +505,9 @@ struct rule {
 
 static const struct rule vm_rules[] = {
 	{ .key = "name", .kind = K_NAME, CF(vm_name) },
+	{ .key = "backend", .kind = K_STR, CF(backend) },
 	{ .key = "image", .kind = K_PATH, CF(image) },
+	{ .key = "xl-config", .kind = K_PATH, CF(xl_config) },
 	{ .key = "memory", .kind = K_SIZE, CF(mem_bytes), .min = 16ULL << 20,
 	  .max = 64ULL << 30, .align = 4096 },
 	{ .key = "vcpus", .kind = K_UINT, CF(vcpus), .min = 1, .max = 8 },
@@ -931,6 +933,7 @@ static int parse_top(struct ld *ld, const config_setting_t *s)
 
 static void set_defaults(struct td_config *cfg)
 {
+	strcpy(cfg->backend, "uvm");
 	cfg->mem_bytes = 256ULL << 20;
 	cfg->vcpus = 1;
 	cfg->mode = TD_MODE_REMUS;
@@ -965,6 +968,31 @@ static const config_setting_t *member(const config_setting_t *g,
 	return g ? config_setting_get_member(g, key) : NULL;
 }
 
+/* backend "xen": the domain is described by its xl config; its disks
+ * and network are Xen's, its output gate the plug qdisc (remus only). */
+static int check_vm_xen(struct ld *ld)
+{
+	static const char *const not_xen[] = { "image", "cmdline", "disk-size" };
+	const config_setting_t *mode = member(ld->protect, "mode");
+
+	if (!member(ld->vm, "xl-config"))
+		return missing(ld, ld->vm, "vm", "xl-config",
+			       "required with backend \"xen\"");
+	if (!member(ld->vm, "memory"))
+		return missing(ld, ld->vm, "vm", "memory",
+			       "required with backend \"xen\" (the xl "
+			       "config's memory)");
+	for (unsigned k = 0; k < sizeof(not_xen) / sizeof(not_xen[0]); k++)
+		if (member(ld->vm, not_xen[k]))
+			return fail(ld, member(ld->vm, not_xen[k]),
+				    "not with backend \"xen\" (the xl config "
+				    "describes the domain)");
+	if (mode && ld->cfg->mode != TD_MODE_REMUS)
+		return fail(ld, mode, "backend \"xen\" runs mode \"remus\" "
+			    "only (no event-channel hook on Xen)");
+	return 0;
+}
+
 static int check_vm(struct ld *ld)
 {
 	if (!ld->vm)
@@ -972,6 +1000,14 @@ static int check_vm(struct ld *ld)
 			       "...; image = ...; };");
 	if (!member(ld->vm, "name"))
 		return missing(ld, ld->vm, "vm", "name", "required");
+	if (strcmp(ld->cfg->backend, "xen") == 0)
+		return check_vm_xen(ld);
+	if (strcmp(ld->cfg->backend, "uvm") != 0)
+		return fail(ld, member(ld->vm, "backend"),
+			    "unknown backend (uvm, xen)");
+	if (member(ld->vm, "xl-config"))
+		return fail(ld, member(ld->vm, "xl-config"),
+			    "only with backend \"xen\"");
 	if (!member(ld->vm, "image"))
 		return missing(ld, ld->vm, "vm", "image", "required");
 	return 0;
@@ -1016,18 +1052,22 @@ static int check_iff(struct ld *ld, int i, const char *key, bool want,
 
 static int check_host(struct ld *ld, int i)
 {
-	static const char *const required[] = { "name", "address", "stream",
-						"control" };
+	static const char *const required[] = { "name", "address", "control",
+						"stream" };
 	const struct td_config *cfg = ld->cfg;
+	bool xen = strcmp(cfg->backend, "xen") == 0;
 	bool cert = cfg->security == TP_SEC_CERT;
 	char why[96];
 	unsigned k;
 	int rc;
 
-	for (k = 0; k < sizeof(required) / sizeof(required[0]); k++)
+	for (k = 0; k < sizeof(required) / sizeof(required[0]) - xen; k++)
 		if (!member(ld->host[i], required[k]))
 			return missing(ld, ld->host[i], "hosts", required[k],
 				       "required");
+	if (xen && member(ld->host[i], "stream"))
+		return fail(ld, member(ld->host[i], "stream"), "not with "
+			    "backend \"xen\" (the guest's network is its vif)");
 	rc = check_iff(ld, i, "disk", cfg->disk_bytes > 0,
 		       "required: vm.disk-size is set",
 		       "the VM has no disk (vm.disk-size absent or 0)");

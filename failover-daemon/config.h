@@ -45,7 +45,9 @@ struct td_config {
 	char path[PATH_MAX];
 	/* vm */
 	char vm_name[TP_NAME_MAX];
-	char image[PATH_MAX];
+	char backend[8];             /* "uvm" (default) or "xen" */
+	char image[PATH_MAX];        /* uvm: the guest program */
+	char xl_config[PATH_MAX];    /* xen: the domain's xl config */
 	uint64_t mem_bytes;          /* default 256 MiB */
 	unsigned vcpus;              /* default 1 */
 	char cmdline[256];

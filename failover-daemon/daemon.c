@@ -147,6 +147,9 @@ static void td_peer_state(struct td *td, const char *fmt, ...)
 static void td_hv_config(const struct td *td, struct hv_config *hc)
 {
 	memset(hc, 0, sizeof(*hc));
+	hc->backend = td->cfg.backend;
+	hc->name = td->cfg.vm_name;
+	hc->xl_config = td->cfg.xl_config[0] ? td->cfg.xl_config : NULL;
 	hc->image = td->cfg.image;
 	hc->mem_bytes = td->cfg.mem_bytes;
 	hc->nr_vcpus = td->cfg.vcpus;

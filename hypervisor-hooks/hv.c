@@ -12,6 +12,7 @@
 
 static const struct hv_ops *const hv_backends[] = {
 	&hv_uvm_ops,
+	&hv_xen_ops,
 };
 
 static const struct hv_ops *hv_find_backend(const char *name)

@@ -58,6 +58,8 @@ struct hv_config {
 	enum hv_dirty_mech dirty;  /* HV_DIRTY_AUTO unless forced */
 	const char *disk;          /* block device image file, or NULL */
 	const char *listen;        /* stream device address HOST:PORT, or NULL */
+	const char *name;          /* the guest's name (xen: the domain's) */
+	const char *xl_config;     /* xen: the domain's xl config file */
 };
 
 /* Platform facts two hosts must agree on before a guest moves. */

@@ -64,5 +64,6 @@ struct hv_domain {
 };
 
 extern const struct hv_ops hv_uvm_ops;
+extern const struct hv_ops hv_xen_ops;
 
 #endif

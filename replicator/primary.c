@@ -140,6 +140,7 @@ struct rep_primary {
 	uint64_t checkpoints_in_session;   /* engine */
 	uint64_t ends_sent;                /* (L) ENDs queued this session */
 	bool no_release;                   /* (L) abandoned: never release */
+	bool timer_only;                   /* the backend has no event hooks */
 	enum eng_handover handover;        /* (L) */
 	uint64_t handover_epoch;           /* (L) the final epoch */
 };
@@ -761,7 +762,9 @@ static int eng_sync_begin(struct rep_primary *p)
 static int eng_send_domain_info(struct rep_primary *p, struct tp_link *link)
 {
 	const struct hv_config *cfg = hv_domain_config(p->dom);
-	struct wire_domain_info di = { .backend = WIRE_BACKEND_UVM };
+	struct wire_domain_info di = {
+		.backend = strcmp(hv_backend_name(p->dom), "xen") == 0
+				   ? WIRE_BACKEND_XEN : WIRE_BACKEND_UVM };
 	struct hv_platform plat;
 	const uint8_t *body;
 	size_t len;
@@ -1228,6 +1231,17 @@ static int prim_hook(struct rep_primary *p)
 	rc = hv_evtchn_hook(p->dom, eng_hook, p);
 	if (rc == 0)
 		rc = hv_gate_watch(p->dom, eng_gate_watch, p);
+	if (rc == -ENOTSUP) {
+		/* A backend without them (Xen) runs timer epochs only. */
+		hv_evtchn_hook(p->dom, NULL, NULL);
+		p->timer_only = true;
+		rc = p->cfg.mode == REP_MODE_REMUS ? 0 : -ENOTSUP;
+		if (rc != 0)
+			log_error("replicator: %s: backend %s has no event hooks: "
+				  "mode %s is not available (use remus)",
+				  p->vm_name, hv_backend_name(p->dom),
+				  rep_mode_name(p->cfg.mode));
+	}
 	hv_unpause(p->dom);
 	return rc;
 }
@@ -1356,6 +1370,12 @@ int rep_primary_set_mode(struct rep_primary *p, enum rep_mode mode)
 {
 	if ((unsigned)mode > REP_MODE_HYBRID)
 		return -EINVAL;
+	if (p->timer_only && mode != REP_MODE_REMUS) {
+		log_error("replicator: %s: backend %s has no event hooks: mode "
+			  "%s is not available", p->vm_name,
+			  hv_backend_name(p->dom), rep_mode_name(mode));
+		return -ENOTSUP;
+	}
 	atomic_store(&p->mode, (int)mode);
 	log_info("replicator: %s: mode now %s", p->vm_name, rep_mode_name(mode));
 	eng_kick(p);

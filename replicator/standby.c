@@ -274,6 +274,12 @@ static int sb_domain_info(struct rep_standby *s, const struct tp_msg *m)
 	if (s->seen_domain_info)
 		return sb_fail(s, "DOMAIN_INFO repeated");
 	s->seen_domain_info = true;
+	if (di.backend != (strcmp(hv_backend_name(s->dom), "xen") == 0
+				   ? WIRE_BACKEND_XEN : WIRE_BACKEND_UVM))
+		return sb_fail(s, "the primary runs backend %s, this replica "
+			       "is %s (the config files differ)",
+			       di.backend == WIRE_BACKEND_XEN ? "xen" : "uvm",
+			       hv_backend_name(s->dom));
 	if (di.mem_bytes != hv_nr_pages(s->dom) * HV_PAGE_SIZE ||
 	    di.nr_vcpus != hv_nr_vcpus(s->dom))
 		return sb_fail(s, "the primary runs %" PRIu64 " MiB and %" PRIu32

@@ -11,6 +11,7 @@ set -eu
 
 PKGS="build-essential clang llvm libclang-rt-14-dev
 libxxhash-dev libcmocka-dev libjson-c-dev libconfig-dev
+libxen-dev libnl-route-3-dev
 libevent-dev libssl-dev liblz4-dev librdmacm-dev libibverbs-dev
 ibverbs-providers rdma-core
 redis-tools redis-server netcat-openbsd iproute2 iperf3 lz4 openssl"

@@ -355,6 +355,54 @@ static void expect_host(int h, const struct host_want *want, const char *text)
 	assert_int_equal(got->line, line_at(text, name) - 1);
 }
 
+/* backend "xen": the xl config describes the domain. */
+static const char XEN[] =
+	"vm = { name = \"xg\"; backend = \"xen\"; xl-config = \"/etc/xen/xg.cfg\";\n"
+	"       memory = \"128M\"; };\n"
+	"link = { security = \"insecure\"; };\n"
+	"hosts = (\n"
+	"  { name = \"a\"; address = \"127.0.0.1:7001\"; control = \"a.sock\"; },\n"
+	"  { name = \"b\"; address = \"127.0.0.1:7002\"; control = \"b.sock\"; }\n"
+	");\n";
+
+static void test_backend_xen(void **state)
+{
+	static const struct {
+		const char *from, *to;
+		int line;
+		const char *what;
+	} bad[] = {
+		{ "\"xen\"", "\"kvm\"", 1, "unknown backend (uvm, xen)" },
+		{ "xl-config = \"/etc/xen/xg.cfg\";", "", 1,
+		  "required with backend \"xen\"" },
+		{ "memory = \"128M\";", "", 1, "memory" },
+		{ "memory = \"128M\";", "memory = \"128M\"; image = \"g.elf\";", 2,
+		  "not with backend \"xen\"" },
+		{ "memory = \"128M\";", "memory = \"128M\"; disk-size = \"1G\";", 2,
+		  "not with backend \"xen\"" },
+		{ "control = \"a.sock\";", "control = \"a.sock\"; stream = \"127.0.0.1:6001\";",
+		  5, "the guest's network is its vif" },
+		{ "link = {", "protect = { mode = \"kemari\"; };\nlink = {", 3,
+		  "mode \"remus\" only" },
+	};
+
+	(void)state;
+	load_ok(XEN);
+	assert_string_equal(g_cfg.backend, "xen");
+	assert_string_equal(g_cfg.xl_config, "/etc/xen/xg.cfg");
+	assert_int_equal(g_cfg.mem_bytes, 128ULL << 20);
+	assert_string_equal(g_cfg.host[0].stream, "");
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_edited(XEN, bad[i].from, bad[i].to, bad[i].line,
+			      bad[i].what, (char *)NULL);
+	/* and the uvm side: xl-config belongs to xen, image is required */
+	expect_edited(MINIMAL, "image = \"/m.elf\";",
+		      "image = \"/m.elf\"; xl-config = \"/x.cfg\";", 1,
+		      "only with backend \"xen\"", (char *)NULL);
+	load_ok(MINIMAL);
+	assert_string_equal(g_cfg.backend, "uvm");
+}
+
 static void test_example(void **state)
 {
 	struct values want = DEFAULTS;
@@ -1137,6 +1185,7 @@ int main(void)
 		cmocka_unit_test(test_self),
 		cmocka_unit_test(test_link_psk),
 		cmocka_unit_test(test_link_insecure_and_cert),
+		cmocka_unit_test(test_backend_xen),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -40,12 +40,17 @@ done
 # Bump a recipe number when the steps that make an artifact change, so a
 # cached artifact made the old way is rebuilt.
 XEN_RECIPE=1
-DOM0_RECIPE=2
+DOM0_RECIPE=3
 DOMU_RECIPE=1
 
 XEN_PKG=xen-hypervisor-4.17-amd64
+# The second line: what tandem's own binaries link against (run.sh copies
+# build/tandem, build/tandemd and the test tools into the image).
 DOM0_PKGS="linux-image-amd64 xen-utils-4.17 xenstore-utils iproute2 kmod procps
-initramfs-tools busybox redis-tools"
+initramfs-tools busybox redis-tools
+libjson-c5 libxxhash0 liblz4-1 libevent-2.1-7 libevent-openssl-2.1-7
+libevent-pthreads-2.1-7 libssl3 libconfig9 libnl-3-200 libnl-route-3-200
+librdmacm1 libibverbs1"
 
 say() { echo "build.sh: $*"; }
 die() { echo "build.sh: $*" >&2; exit 1; }

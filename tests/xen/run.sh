@@ -49,6 +49,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+TANDEM_BINS="build/tandem build/tandemd build/tools/xen_image_dump"
 XEN=$CACHE/xen/xen
 DOM0=$CACHE/dom0
 DOMU=$CACHE/domu
@@ -84,11 +85,18 @@ write $HERE/scenarios/lib.sh /root/xenlib.sh
 write $SCEN /root/scenario.sh
 sif /root/scenario.sh mode 0100755
 EOF
+	# tandem's own build, for scenarios that drive Xen with it.
+	for b in $TANDEM_BINS; do
+		[ -x "$b" ] || die "missing $b: run make first"
+		printf 'write %s /usr/local/bin/%s\nsif /usr/local/bin/%s mode 0100755\n' \
+			"$b" "${b##*/}" "${b##*/}" >>"$RUN/debugfs.cmds"
+	done
 	debugfs -w -f "$RUN/debugfs.cmds" "$RUN/dom0.img" >"$RUN/debugfs.log" 2>&1 ||
 		{ cat "$RUN/debugfs.log" >&2; die "debugfs -w failed"; }
 	# debugfs reports failed commands but still exits 0: check the copies.
 	# (debugfs does not follow symlinks: /sbin is usr/sbin in bookworm.)
 	for pair in "$HERE/dom0-driver.sh /usr/sbin/tandem-xen-driver" \
+		"build/tandemd /usr/local/bin/tandemd" \
 		"$SCEN /root/scenario.sh" "$DOMU/initrd.gz /root/domu/initrd.gz"; do
 		set -- $pair
 		debugfs -R "dump $2 $RUN/check.tmp" "$RUN/dom0.img" >/dev/null 2>&1

@@ -1,0 +1,142 @@
+#!/bin/sh
+# protect.sh - tandem protects a PVH domU on real Xen (runs inside dom0;
+# `tests/xen/run.sh protect.sh`).  Two tandemd on this one dom0, "alpha"
+# (primary) and "beta" (standby), linked over loopback: alpha creates the
+# domU from its xl config and checkpoints it every 100 ms into beta's
+# replica.  Then the primary host "dies": alpha's tandemd is killed with
+# SIGKILL and the domain destroyed.  beta must notice, resume the guest
+# from its last committed checkpoint through xl restore, and the guest must
+# go on: pagetest's pass counter continues (same memory, not a reboot), no
+# page ever holds a value pagetest did not write, and its TCP service
+# answers.  Ends in "N passed, N failed"; timings go to results/steps.txt.
+. /root/xenlib.sh
+
+NAME=xg
+IP=10.99.0.2
+MAC=00:16:3e:99:00:02
+LOG=$CONSOLE_LOGS/guest-$NAME.log
+CONF=/root/$NAME.conf
+SA=/run/tandem/alpha.sock
+SB=/run/tandem/beta.sock
+export TANDEM_XEN_SPOOL=/var/tmp
+
+get() { tandem status --control "$1" --get "$2" 2>/dev/null; }
+is() { [ "$(get "$1" "$2")" = "$3" ]; }
+# shown every 30 s while waiting: the daemons' last words
+progress() {
+	now_s=$(date +%s)
+	[ $((now_s - ${last_shown:-0})) -ge 30 ] || return 0
+	last_shown=$now_s
+	echo "... alpha: $(tail -1 $R/alpha.log 2>/dev/null | cut -c1-160)"
+	echo "... beta:  $(tail -1 $R/beta.log 2>/dev/null | cut -c1-160)"
+}
+is_shown() { progress; is "$@"; }
+
+check "bridge xenbr0 for the domU's vif" bridge_up
+mkdir -p /run/tandem
+domu_cfg $NAME $IP $MAC 32 >/root/$NAME.cfg
+cat >$CONF <<EOF
+vm = { name = "$NAME"; backend = "xen"; xl-config = "/root/$NAME.cfg";
+       memory = "128M"; vcpus = 1; };
+protect = { mode = "remus"; interval = "100ms"; };
+failover = { heartbeat-interval = "100ms"; heartbeat-misses = 20;
+             auto-promote = true; };
+link = { security = "insecure"; };
+hosts = (
+  { name = "alpha"; address = "127.0.0.1:7790"; control = "$SA"; },
+  { name = "beta"; address = "127.0.0.1:7791"; control = "$SB"; }
+);
+EOF
+check "tandemd --check-config accepts backend xen" \
+	'tandemd -c $CONF --host alpha --check-config >$R/check-config.log 2>&1'
+
+# -- protect --------------------------------------------------------------------
+tandemd -c $CONF --host beta --role standby >$R/beta.log 2>&1 &
+BPID=$!
+t=$(now)
+tandemd -c $CONF --host alpha --role primary >$R/alpha.log 2>&1 &
+APID=$!
+if wait_until 300 pt_beyond "$LOG" 1; then
+	record create-to-pagetest "$(since "$t")"
+	ok "alpha created the domU; pagetest runs: $(pt_show "$LOG")"
+else
+	bad "alpha created the domU; pagetest runs (no progress in $LOG)"
+	tail -20 $R/alpha.log
+fi
+if wait_until 900 is_shown $SA protect.state protected; then
+	record start-to-protected "$(since "$t")"
+	ok "alpha: protected (first full copy committed by beta)"
+else
+	bad "alpha: protected (state $(get $SA protect.state))"
+	tail -30 $R/alpha.log
+	tail -30 $R/beta.log
+fi
+xl list
+if wait_until 120 tcp_up $IP; then
+	ok "TCP service answers while protected: $(tcp_ask $IP)"
+else
+	bad "TCP service answers while protected ($(tcp_ask $IP))"
+fi
+
+# -- checkpoints at 100 ms ------------------------------------------------------------
+e0=$(get $SB replica.committed)
+p0=$(pt_last "$LOG"); p0=${p0%% *}
+t=$(now)
+sleep 20
+e1=$(get $SB replica.committed)
+p1=$(pt_last "$LOG"); p1=${p1%% *}
+dt=$(since "$t")
+record protected-20s-epochs "$((${e1:-0} - ${e0:-0}))"
+record protected-20s-pagetest-passes "$((${p1:-0} - ${p0:-0}))"
+echo "epochs committed in ${dt} s: ${e0:-?} -> ${e1:-?}; pagetest passes ${p0:-?} -> ${p1:-?}"
+check "beta commits epochs while the guest runs (${e0:-?} -> ${e1:-?})" \
+	'[ "${e1:-0}" -gt "$((${e0:-0} + 10))" ]'
+check "pagetest goes on while protected (${p0:-?} -> ${p1:-?})" \
+	'[ "${p1:-0}" -gt "${p0:-0}" ]'
+tandem status --control $SA >$R/status-alpha.txt 2>&1
+tandem status --control $SB >$R/status-beta.txt 2>&1
+
+# -- the primary host dies ------------------------------------------------------------
+before=$(tcp_pass $IP)
+check "TCP pass count before the failure: ${before:-none}" '[ -n "$before" ]'
+committed=$(get $SB replica.committed)
+t=$(now)
+kill -9 $APID
+xl destroy $NAME
+record kill-and-destroy "$(since "$t")"
+ok "alpha killed (SIGKILL) and the domain destroyed at epoch ${committed:-?}"
+if wait_until 120 is_shown $SB role primary; then
+	record failure-to-beta-primary "$(since "$t")"
+	ok "beta took over: role primary, failover epoch $(get $SB failover.epoch)"
+else
+	bad "beta took over (role $(get $SB role))"
+	tail -40 $R/beta.log
+fi
+record beta-rto-ms "$(get $SB failover.rto_ms)"
+check "the domain runs again under its name" 'xl domid $NAME >/dev/null 2>&1'
+xl list
+if wait_until 120 pt_beyond "$LOG" "${before:-0}"; then
+	record failure-to-pagetest-progress "$(since "$t")"
+	ok "pagetest goes on after failover: $(pt_show "$LOG") (before: ${before:-none})"
+else
+	bad "pagetest goes on after failover (last: $(pt_show "$LOG"), before: ${before:-none})"
+	tail -30 "$LOG"
+fi
+if wait_until 120 tcp_up $IP; then
+	record failure-to-tcp-answer "$(since "$t")"
+fi
+after=$(tcp_pass $IP)
+check "TCP service answers after failover: pass ${after:-none} > ${before:-none}" \
+	'[ -n "$after" ] && [ "$after" -gt "${before:-0}" ]'
+
+# -- memory contents all along ------------------------------------------------------
+errs=$(pt_errors "$LOG")
+bl=$(pt_bad_lines "$LOG")
+check "pagetest found no page it did not write (errors $errs, lines $bl)" \
+	'[ "$errs" -eq 0 ] && [ "$bl" -eq 0 ]'
+
+kill $BPID 2>/dev/null
+wait $BPID 2>/dev/null
+xl destroy $NAME 2>/dev/null
+cp $LOG $R/ 2>/dev/null
+finish

@@ -1,5 +1,5 @@
 /*
- * protectctl.c - `tandem status|protect|unprotect|set|failover|drill`: the
+ * protectctl.c - `tandem status|protect|unprotect|set|failover|migrate|drill`: the
  * operator's commands, sent to a tandemd's control socket.
  */
 #include "clock.h"
@@ -394,6 +394,88 @@ static int pc_drill(const struct pc_opts *o)
 	return rc;
 }
 
+/* Wait until the primary at o->control is protected, showing the full
+ * copy's progress.  0, or 1 with the reason printed. */
+static int pc_wait_protected(const struct pc_opts *o, uint64_t deadline)
+{
+	int64_t shown = -1;
+
+	for (;;) {
+		struct json_object *r = pc_status_of(o->control);
+		struct json_object *pr = js_o(r, "protect");
+		const char *st = js_s(pr, "state");
+		int64_t done = js_i(pr, "sync_pages_done");
+
+		if (r == NULL || strcmp(js_s(r, "role"), "primary") != 0) {
+			fprintf(stderr, "tandem: migrate: %s is not a primary\n",
+				o->control);
+			json_object_put(r);
+			return 1;
+		}
+		if (strcmp(st, "protected") == 0) {
+			json_object_put(r);
+			return 0;
+		}
+		if (strcmp(st, "syncing") == 0 && done != shown) {
+			printf("migrate: full copy %" PRId64 " of %" PRId64
+			       " pages\n", done, js_i(pr, "sync_pages_total"));
+			fflush(stdout);
+			shown = done;
+		}
+		json_object_put(r);
+		if (pc_now_ms() >= deadline) {
+			fprintf(stderr, "tandem: migrate: not protected within %d "
+				"s (state %s): the standby host has no copy to "
+				"take over\n", o->timeout_s, st);
+			return 1;
+		}
+		usleep(200000);
+	}
+}
+
+/* `tandem migrate`: live migration to the standby host.  The standby's
+ * replica is the pre-copied image; a planned switchover sends the final
+ * epoch with the guest paused and the standby resumes it.  This host
+ * becomes its standby. */
+static int pc_migrate(const struct pc_opts *o)
+{
+	uint64_t deadline = pc_now_ms() + (uint64_t)o->timeout_s * 1000;
+	uint64_t t0;
+	struct json_object *req;
+	int rc = pc_wait_protected(o, deadline);
+
+	if (rc != 0)
+		return rc;
+	t0 = pc_now_ms();
+	req = pc_req("failover");
+	json_object_object_add(req, "force", json_object_new_boolean(false));
+	rc = pc_simple(o, req);
+	if (rc != 0)
+		return rc;
+	printf("migrate: final epoch handed over in %" PRIu64 " ms\n",
+	       pc_now_ms() - t0);
+	if (o->peer_control == NULL)
+		return 0;
+	for (;;) {
+		struct json_object *r = pc_status_of(o->peer_control);
+		bool up = r != NULL && strcmp(js_s(r, "role"), "primary") == 0;
+
+		json_object_put(r);
+		if (up)
+			break;
+		if (pc_now_ms() >= deadline) {
+			fprintf(stderr, "tandem: migrate: %s did not become "
+				"primary within %d s\n", o->peer_control,
+				o->timeout_s);
+			return 1;
+		}
+		usleep(50000);
+	}
+	printf("migrate: the guest runs on the other host; %" PRIu64 " ms from "
+	       "the switchover request\n", pc_now_ms() - t0);
+	return 0;
+}
+
 int protectctl_main(int argc, char **argv)
 {
 	const char *cmd = argv[0];
@@ -408,6 +490,8 @@ int protectctl_main(int argc, char **argv)
 		return pc_set(&o, argc, argv);
 	if (strcmp(cmd, "drill") == 0)
 		return pc_drill(&o);
+	if (strcmp(cmd, "migrate") == 0)
+		return pc_migrate(&o);
 	if (optind != argc) {
 		fprintf(stderr, "tandem %s: unexpected \"%s\"\n", cmd,
 			argv[optind]);

@@ -20,6 +20,10 @@ static void tandem_usage(FILE *f)
 		"       tandem protect|unprotect --control SOCK\n"
 		"       tandem set interval MS|mode remus|kemari|hybrid --control SOCK\n"
 		"       tandem failover --control SOCK --force  promote the standby\n"
+		"       tandem migrate --control PRIMARY_SOCK [--peer-control SOCK]\n"
+		"                    [--timeout S]  live-migrate the guest to the\n"
+		"         standby host (planned switchover); this host becomes\n"
+		"         its standby\n"
 		"       tandem check --control STANDBY_SOCK   I4 on the replica (pagetest)\n"
 		"       tandem failpoint --control PRIMARY_SOCK --phase P  die at P\n"
 		"       tandem drill --control STANDBY_SOCK [--phase P]\n"
@@ -44,6 +48,7 @@ int main(int argc, char **argv)
 			  strcmp(argv[1], "set") == 0 ||
 			  strcmp(argv[1], "failover") == 0 ||
 			  strcmp(argv[1], "drill") == 0 ||
+			  strcmp(argv[1], "migrate") == 0 ||
 			  strcmp(argv[1], "failpoint") == 0 ||
 			  strcmp(argv[1], "check") == 0))
 		return protectctl_main(argc - 1, argv + 1);

@@ -1027,7 +1027,9 @@ static int att_hello(struct rep_primary *p, struct tp_link *link,
 {
 	struct rep_hello h = { .role = REP_ROLE_PRIMARY,
 			       .vcpus = hv_nr_vcpus(p->dom),
-			       .mem_bytes = p->nr_pages * HV_PAGE_SIZE };
+			       /* the config's memory: a Xen guest's frame
+				  space is larger (the hole under 4 GiB) */
+			       .mem_bytes = hv_domain_config(p->dom)->mem_bytes };
 	uint8_t body[REP_BODY_MAX];
 	struct tp_msg *m = NULL;
 	int rc;
@@ -1460,13 +1462,14 @@ void rep_primary_stats(struct rep_primary *p, struct rep_primary_stats *o)
 	o->last_bytes = p->last_bytes;
 	o->last_disk_bytes = p->last_disk_bytes;
 	o->held_epochs = p->state == REP_ENG_IDLE ? 0 : p->epoch - p->committed;
-	if (p->unacked != NULL)
+	/* `now` was read before the lock: never wrap the differences */
+	if (p->unacked != NULL && now > p->unacked->made_ns)
 		o->held_ms = (now - p->unacked->made_ns) / 1000000;
 	o->sync_pages_done = p->sync_done;
 	o->sync_pages_total = p->sync_total;
 	o->link_up = p->link != NULL && !p->link_failed;
-	o->peer_silent_ms = p->last_heard_ns ? (now - p->last_heard_ns) / 1000000
-					     : 0;
+	o->peer_silent_ms = p->last_heard_ns && now > p->last_heard_ns
+				    ? (now - p->last_heard_ns) / 1000000 : 0;
 	snprintf(o->last_error, sizeof(o->last_error), "%s", p->last_error);
 	stats_pauses(p, o);
 	pthread_mutex_unlock(&p->lock);

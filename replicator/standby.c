@@ -901,11 +901,13 @@ void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *o)
 	o->last_pages = s->last_pages;
 	o->last_disk_bytes = s->last_disk_bytes;
 	o->peer_epoch = s->peer_epoch;
-	o->peer_silent_ms = s->last_heard_ns ? (now - s->last_heard_ns) / 1000000
-					     : 0;
+	/* `now` was read before the lock: a record heard since then must
+	 * not wrap the difference. */
+	o->peer_silent_ms = s->last_heard_ns && now > s->last_heard_ns
+				    ? (now - s->last_heard_ns) / 1000000 : 0;
 	o->link_up = s->link != NULL && s->link_lost_ns == 0;
-	o->link_lost_ms = s->link_lost_ns ? (now - s->link_lost_ns) / 1000000
-					  : 0;
+	o->link_lost_ms = s->link_lost_ns && now > s->link_lost_ns
+				  ? (now - s->link_lost_ns) / 1000000 : 0;
 	o->drill_armed = s->drill_armed;
 	o->handover = s->handover;
 	o->released = s->released;

@@ -33,6 +33,7 @@
 
 #define XEN_SUSPEND_TIMEOUT_MS 10000
 #define XEN_BOOT_WAIT_MS 300000
+#define XEN_MEM_SLACK (16ULL << 20)
 
 static const char *const xen_state_names[] = {
 	[XS_REPLICA] = "replica", [XS_RUNNING] = "running",
@@ -171,6 +172,17 @@ int xen_attach(struct xen_dom *x, uint32_t domid)
 		log_error("xen: %s: domain %" PRIu32 " has %u vCPUs, the "
 			  "config says %u", x->name, domid,
 			  info.max_vcpu_id + 1, x->nr_vcpus);
+		return -EINVAL;
+	}
+	/* libxl gives a domain its memory plus a little slack (1 MiB for
+	 * PVH): a different vm.memory means the two configs disagree. */
+	if ((uint64_t)info.max_pages * HV_PAGE_SIZE < x->cfg.mem_bytes ||
+	    (uint64_t)info.max_pages * HV_PAGE_SIZE >
+		    x->cfg.mem_bytes + XEN_MEM_SLACK) {
+		log_error("xen: %s: domain %" PRIu32 " has %" PRIu64 " MiB, "
+			  "vm.memory says %" PRIu64 " MiB: the configs disagree",
+			  x->name, domid, (uint64_t)info.max_pages >> 8,
+			  x->cfg.mem_bytes >> 20);
 		return -EINVAL;
 	}
 	if (xc_domain_maximum_gpfn(x->xch, domid, &max_gpfn) < 0)

@@ -8,7 +8,8 @@
 # from its last committed checkpoint through xl restore, and the guest must
 # go on: pagetest's pass counter continues (same memory, not a reboot), no
 # page ever holds a value pagetest did not write, and its TCP service
-# answers.  Ends in "N passed, N failed"; timings go to results/steps.txt.
+# answers.  Then alpha comes back as the standby and `tandem migrate`
+# moves the guest back to it, with the same checks.  Ends in "N passed, N failed"; timings go to results/steps.txt.
 . /root/xenlib.sh
 
 NAME=xg
@@ -31,6 +32,20 @@ progress() {
 	echo "... beta:  $(tail -1 $R/beta.log 2>/dev/null | cut -c1-160)"
 }
 is_shown() { progress; is "$@"; }
+# client_loop IP: "TIME PASS" for each answer of the service, every 0.2 s,
+# until /tmp/client.stop exists.
+client_loop() {
+	while [ ! -e /tmp/client.stop ]; do
+		a=$(tcp_pass "$1")
+		[ -n "$a" ] && echo "$(now) $a"
+		sleep 0.2
+	done
+}
+# client_gap FILE: the longest time between two answers, in seconds.
+client_gap() {
+	awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 }
+	     END { if (NR > 1) printf "%.1f", m }' "$1"
+}
 
 check "bridge xenbr0 for the domU's vif" bridge_up
 mkdir -p /run/tandem
@@ -39,7 +54,7 @@ cat >$CONF <<EOF
 vm = { name = "$NAME"; backend = "xen"; xl-config = "/root/$NAME.cfg";
        memory = "128M"; vcpus = 1; };
 protect = { mode = "remus"; interval = "100ms"; };
-failover = { heartbeat-interval = "100ms"; heartbeat-misses = 20;
+failover = { heartbeat-interval = "200ms"; heartbeat-misses = 25;
              auto-promote = true; };
 link = { security = "insecure"; };
 hosts = (
@@ -135,8 +150,56 @@ bl=$(pt_bad_lines "$LOG")
 check "pagetest found no page it did not write (errors $errs, lines $bl)" \
 	'[ "$errs" -eq 0 ] && [ "$bl" -eq 0 ]'
 
-kill $BPID 2>/dev/null
-wait $BPID 2>/dev/null
+# -- failback: live migration back to alpha -----------------------------------------
+# alpha comes back as beta's standby; once protected, `tandem migrate`
+# moves the guest back to it (a planned switchover: the pre-copied replica
+# plus a final epoch with the guest paused).  A client asks the service
+# every 0.2 s; its longest gap is the downtime a user sees.
+tandemd -c $CONF --host alpha --role standby >$R/alpha2.log 2>&1 &
+APID=$!
+t=$(now)
+if wait_until 900 is_shown $SB protect.state protected; then
+	record failback-protected "$(since "$t")"
+	ok "beta: protected by alpha (full copy back)"
+else
+	bad "beta: protected by alpha (state $(get $SB protect.state))"
+fi
+before=$(tcp_pass $IP)
+rm -f /tmp/client.stop
+client_loop $IP >$R/client.txt &
+CPID=$!
+sleep 2
+t=$(now)
+if tandem migrate --control $SB --peer-control $SA --timeout 600 \
+	>$R/migrate.log 2>&1; then
+	record migrate-total "$(since "$t")"
+	ok "tandem migrate: beta -> alpha ($(tail -1 $R/migrate.log))"
+else
+	bad "tandem migrate: beta -> alpha ($(tail -3 $R/migrate.log | tr '\n' ' '))"
+fi
+wait_until 120 tcp_up $IP
+sleep 3
+touch /tmp/client.stop
+wait $CPID
+gap=$(client_gap $R/client.txt)
+[ -n "$gap" ] && record migrate-client-gap "$gap"
+check "alpha runs the guest again (role $(get $SA role))" 'is $SA role primary'
+check "the domain runs under its name after migration" 'xl domid $NAME >/dev/null 2>&1'
+if wait_until 120 pt_beyond "$LOG" "${before:-0}"; then
+	ok "pagetest goes on after migration: $(pt_show "$LOG") (before: ${before:-none})"
+else
+	bad "pagetest goes on after migration (last: $(pt_show "$LOG"), before: ${before:-none})"
+fi
+after=$(tcp_pass $IP)
+check "TCP service answers after migration: pass ${after:-none} > ${before:-none}" \
+	'[ -n "$after" ] && [ "$after" -gt "${before:-0}" ]'
+errs=$(pt_errors "$LOG")
+bl=$(pt_bad_lines "$LOG")
+check "pagetest found no page it did not write after migration (errors $errs, lines $bl)" \
+	'[ "$errs" -eq 0 ] && [ "$bl" -eq 0 ]'
+
+kill $BPID $APID 2>/dev/null
+wait $BPID $APID 2>/dev/null
 xl destroy $NAME 2>/dev/null
 cp $LOG $R/ 2>/dev/null
 finish

@@ -141,6 +141,7 @@ struct rep_primary {
 	uint64_t ends_sent;                /* (L) ENDs queued this session */
 	bool no_release;                   /* (L) abandoned: never release */
 	bool timer_only;                   /* the backend has no event hooks */
+	bool gate_on;                      /* engine thread: output held */
 	enum eng_handover handover;        /* (L) */
 	uint64_t handover_epoch;           /* (L) the final epoch */
 };
@@ -599,6 +600,13 @@ static int eng_capture(struct rep_primary *p, struct eng_pause *ep, bool keep)
 	/* Last, so that a failure above leaves epoch e open to try again. */
 	if (rc == 0 && p->dlog != NULL && ds_log_cut(p->dlog, e) != 0)
 		eng_log_lost(p, "cut of epoch", e);
+	/* Output is held from the session's first checkpoint on: what the
+	 * guest sent before it is in that checkpoint's state, so a full copy
+	 * does not stall the guest's network and disk completions. */
+	if (rc == 0 && !p->gate_on) {
+		rc = hv_gate_hold(p->dom, true);
+		p->gate_on = rc == 0;
+	}
 	if (rc == 0)
 		ep->gate_epoch = hv_gate_next_epoch(p->dom);
 	if (!keep || rc != 0)
@@ -706,6 +714,7 @@ static void eng_sync_abandon(struct rep_primary *p)
 			hv_disk_tap(p->dom, NULL, NULL);
 		p->tap_on = false;
 		hv_gate_hold(p->dom, false);
+		p->gate_on = false;
 		hv_unpause(p->dom);
 	}
 	pthread_mutex_lock(&p->lock);
@@ -749,8 +758,6 @@ static int eng_sync_begin(struct rep_primary *p)
 		rc = hv_dirty_enable(p->dom);
 		p->dirty_on = rc == 0;
 	}
-	if (rc == 0)
-		rc = hv_gate_hold(p->dom, true);
 	memset(p->pending, 0, p->bm_words * sizeof(uint64_t));
 	if (rc == 0)
 		rc = hv_dirty_fetch(p->dom, p->pending, NULL); /* new round */

@@ -155,3 +155,66 @@ finish() {
 	echo "$pass passed, $fail failed" | tee "$R/summary.txt"
 	[ "$fail" -eq 0 ]
 }
+
+# -- tandem in dom0 ---------------------------------------------------------------
+# Two tandemd on this dom0, "alpha" and "beta", linked over loopback.
+SA=/run/tandem/alpha.sock
+SB=/run/tandem/beta.sock
+export TANDEM_XEN_SPOOL=/var/tmp
+mkdir -p /run/tandem
+
+# tandem_conf NAME: the pair's config for domU NAME (/root/NAME.cfg).
+# The failure window (200 ms x 25 = 5 s) is wide for emulation: a slow
+# apply on the standby delays the heartbeats it reads.
+tandem_conf() {
+	cat <<EOF
+vm = { name = "$1"; backend = "xen"; xl-config = "/root/$1.cfg";
+       memory = "128M"; vcpus = 1; };
+protect = { mode = "remus"; interval = "100ms"; };
+failover = { heartbeat-interval = "200ms"; heartbeat-misses = 25;
+             auto-promote = true; };
+link = { security = "insecure"; };
+hosts = (
+  { name = "alpha"; address = "127.0.0.1:7790"; control = "$SA"; },
+  { name = "beta"; address = "127.0.0.1:7791"; control = "$SB"; }
+);
+EOF
+}
+
+get() { tandem status --control "$1" --get "$2" 2>/dev/null; }
+is() { [ "$(get "$1" "$2")" = "$3" ]; }
+# progress: every 30 s while waiting, the daemons' last log lines
+progress() {
+	now_s=$(date +%s)
+	[ $((now_s - ${last_shown:-0})) -ge 30 ] || return 0
+	last_shown=$now_s
+	echo "... alpha: $(tail -1 $R/alpha.log 2>/dev/null | cut -c1-160)"
+	echo "... beta:  $(tail -1 $R/beta.log 2>/dev/null | cut -c1-160)"
+}
+is_shown() { progress; is "$@"; }
+
+# client_loop IP: "TIME PASS" for each answer of the service, every 0.2 s,
+# until /tmp/client.stop exists.
+client_loop() {
+	while [ ! -e /tmp/client.stop ]; do
+		a=$(tcp_pass "$1")
+		[ -n "$a" ] && echo "$(now) $a"
+		sleep 0.2
+	done
+}
+
+# client_gap FILE: the longest time between two answers, in seconds.
+client_gap() {
+	awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 }
+	     END { if (NR > 1) printf "%.1f", m }' "$1"
+}
+
+# pt_rate LOG SECONDS: pagetest passes per second over the next SECONDS.
+pt_rate() {
+	_a=$(pt_last "$1"); _a=${_a%% *}
+	_t=$(now)
+	sleep "$2"
+	_b=$(pt_last "$1"); _b=${_b%% *}
+	awk -v a="${_a:-0}" -v b="${_b:-0}" -v t="$_t" -v n="$(now)" \
+		'BEGIN { printf "%.1f", (b - a) / (n - t) }'
+}

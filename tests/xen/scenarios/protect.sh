@@ -9,7 +9,8 @@
 # go on: pagetest's pass counter continues (same memory, not a reboot), no
 # page ever holds a value pagetest did not write, and its TCP service
 # answers.  Then alpha comes back as the standby and `tandem migrate`
-# moves the guest back to it, with the same checks.  Ends in "N passed, N failed"; timings go to results/steps.txt.
+# moves the guest back to it, with the same checks.  Ends in
+# "N passed, N failed"; timings go to results/steps.txt.
 . /root/xenlib.sh
 
 NAME=xg
@@ -17,51 +18,10 @@ IP=10.99.0.2
 MAC=00:16:3e:99:00:02
 LOG=$CONSOLE_LOGS/guest-$NAME.log
 CONF=/root/$NAME.conf
-SA=/run/tandem/alpha.sock
-SB=/run/tandem/beta.sock
-export TANDEM_XEN_SPOOL=/var/tmp
-
-get() { tandem status --control "$1" --get "$2" 2>/dev/null; }
-is() { [ "$(get "$1" "$2")" = "$3" ]; }
-# shown every 30 s while waiting: the daemons' last words
-progress() {
-	now_s=$(date +%s)
-	[ $((now_s - ${last_shown:-0})) -ge 30 ] || return 0
-	last_shown=$now_s
-	echo "... alpha: $(tail -1 $R/alpha.log 2>/dev/null | cut -c1-160)"
-	echo "... beta:  $(tail -1 $R/beta.log 2>/dev/null | cut -c1-160)"
-}
-is_shown() { progress; is "$@"; }
-# client_loop IP: "TIME PASS" for each answer of the service, every 0.2 s,
-# until /tmp/client.stop exists.
-client_loop() {
-	while [ ! -e /tmp/client.stop ]; do
-		a=$(tcp_pass "$1")
-		[ -n "$a" ] && echo "$(now) $a"
-		sleep 0.2
-	done
-}
-# client_gap FILE: the longest time between two answers, in seconds.
-client_gap() {
-	awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 }
-	     END { if (NR > 1) printf "%.1f", m }' "$1"
-}
 
 check "bridge xenbr0 for the domU's vif" bridge_up
-mkdir -p /run/tandem
 domu_cfg $NAME $IP $MAC 32 >/root/$NAME.cfg
-cat >$CONF <<EOF
-vm = { name = "$NAME"; backend = "xen"; xl-config = "/root/$NAME.cfg";
-       memory = "128M"; vcpus = 1; };
-protect = { mode = "remus"; interval = "100ms"; };
-failover = { heartbeat-interval = "200ms"; heartbeat-misses = 25;
-             auto-promote = true; };
-link = { security = "insecure"; };
-hosts = (
-  { name = "alpha"; address = "127.0.0.1:7790"; control = "$SA"; },
-  { name = "beta"; address = "127.0.0.1:7791"; control = "$SB"; }
-);
-EOF
+tandem_conf $NAME >$CONF
 check "tandemd --check-config accepts backend xen" \
 	'tandemd -c $CONF --host alpha --check-config >$R/check-config.log 2>&1'
 

@@ -1,0 +1,120 @@
+#!/bin/sh
+# bench.sh - tandem against Xen's own tools, side by side in one boot of
+# the test bed (benchmarks/bench_xen.sh runs it and prints the table).
+# Measures, records in results/steps.txt, and passes/fails only on the
+# steps working, never on the figures:
+#
+#   pagetest passes/s of the domU unprotected, under `xl remus -i 100`
+#   (-F -n -d: Debian's libxl has no network buffering; the replica goes
+#   to a localhost `xl migrate-receive -r`) and under tandem at 100 ms
+#   epochs (output held on the plug qdisc) - the guest slowdown;
+#   `xl migrate` to localhost and `tandem migrate` alpha -> beta: total
+#   time, and downtime as a client sees it (the longest gap between
+#   answers of the domU's TCP service, asked every 0.2 s).
+. /root/xenlib.sh
+
+NAME=xb
+IP=10.99.0.2
+MAC=00:16:3e:99:00:03
+LOG=$CONSOLE_LOGS/guest-$NAME.log
+CONF=/root/$NAME.conf
+RATE_S=20
+
+check "bridge xenbr0 for the domU's vif" bridge_up
+domu_cfg $NAME $IP $MAC 32 >/root/$NAME.cfg
+tandem_conf $NAME >$CONF
+
+destroy_all() {
+	for d in $(xl list | awk 'NR > 2 { print $1 }'); do
+		xl destroy "$d" >/dev/null 2>&1
+	done
+}
+
+# fresh_domu: create the domU with xl and wait until it serves.
+fresh_domu() {
+	destroy_all
+	xl create /root/$NAME.cfg >$R/xl-create.log 2>&1 &&
+		wait_until 300 pt_beyond "$LOG" 1 && wait_until 120 tcp_up $IP
+}
+
+# migrate_timed NAME CMD...: run CMD with a client asking all along;
+# records NAME-total and NAME-gap.
+migrate_timed() {
+	_n=$1
+	shift
+	rm -f /tmp/client.stop
+	client_loop $IP >$R/$_n-client.txt &
+	_c=$!
+	sleep 2
+	_t=$(now)
+	"$@" >$R/$_n.log 2>&1
+	_rc=$?
+	record $_n-total "$(since "$_t")"
+	wait_until 120 tcp_up $IP
+	sleep 3
+	touch /tmp/client.stop
+	wait $_c
+	record $_n-gap "$(client_gap $R/$_n-client.txt)"
+	return $_rc
+}
+
+# -- unprotected ----------------------------------------------------------------
+check "xl create: the domU serves" fresh_domu
+rate=$(pt_rate "$LOG" $RATE_S)
+record rate-unprotected "$rate"
+check "pagetest runs unprotected ($rate passes/s)" '[ "${rate%.*}" -gt 0 ]'
+
+# -- xl remus -------------------------------------------------------------------
+xl -vvv remus -F -n -d -i 100 -s "" $NAME "xl migrate-receive -r -e" \
+	>$R/xl-remus.log 2>&1 &
+XRPID=$!
+if wait_until 300 xl domid $NAME--incoming; then
+	sleep 10
+	rate=$(pt_rate "$LOG" $RATE_S)
+	record rate-xl-remus "$rate"
+	ok "xl remus checkpoints the domU ($rate passes/s)"
+else
+	bad "xl remus checkpoints the domU ($(tail -3 $R/xl-remus.log | tr '\n' ' '))"
+fi
+kill $XRPID 2>/dev/null
+wait $XRPID 2>/dev/null
+
+# -- xl migrate -------------------------------------------------------------------
+check "xl create again: the domU serves" fresh_domu
+if migrate_timed xl-migrate xl migrate -s "" $NAME "xl migrate-receive"; then
+	ok "xl migrate to localhost"
+else
+	bad "xl migrate to localhost ($(tail -3 $R/xl-migrate.log | tr '\n' ' '))"
+fi
+check "the migrated domU serves" 'tcp_up $IP'
+destroy_all
+
+# -- tandem protect and migrate ------------------------------------------------------
+tandemd -c $CONF --host beta --role standby >$R/beta.log 2>&1 &
+BPID=$!
+tandemd -c $CONF --host alpha --role primary >$R/alpha.log 2>&1 &
+APID=$!
+if wait_until 900 is_shown $SA protect.state protected &&
+	wait_until 120 tcp_up $IP; then
+	sleep 10
+	rate=$(pt_rate "$LOG" $RATE_S)
+	record rate-tandem "$rate"
+	ok "tandem protects the domU ($rate passes/s)"
+else
+	bad "tandem protects the domU (state $(get $SA protect.state))"
+fi
+tandem status --control $SA >$R/status-alpha.txt 2>&1
+if migrate_timed tandem-migrate tandem migrate --control $SA \
+	--peer-control $SB --timeout 600; then
+	ok "tandem migrate alpha -> beta ($(tail -1 $R/tandem-migrate.log))"
+else
+	bad "tandem migrate alpha -> beta ($(tail -3 $R/tandem-migrate.log | tr '\n' ' '))"
+fi
+check "the migrated domU serves" 'tcp_up $IP'
+errs=$(pt_errors "$LOG")
+check "pagetest found no page it did not write (errors $errs)" '[ "$errs" -eq 0 ]'
+
+kill $APID $BPID 2>/dev/null
+wait $APID $BPID 2>/dev/null
+destroy_all
+finish

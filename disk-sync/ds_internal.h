@@ -4,6 +4,7 @@
 #ifndef TANDEM_DS_INTERNAL_H
 #define TANDEM_DS_INTERNAL_H
 
+#include "errmsg.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,8 +19,7 @@ void ds_put_header(uint8_t *p, uint32_t kind, uint64_t offset,
 /* Body length (header included) of a header the caller wrote itself. */
 size_t ds_body_len(const uint8_t *hdr);
 
-void ds_set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+
 
 /* Full positional I/O: partial transfers and EINTR are retried.  0 or
  * -errno; a read that meets end of file is -ENODATA, a write that makes

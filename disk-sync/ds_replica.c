@@ -67,19 +67,19 @@ static int stage_add(struct ds_replica *r, uint64_t epoch,
 	struct ds_staged *s;
 
 	if (r->head && r->stage_epoch != epoch) {
-		ds_set_err(err, errlen, "DISK_WRITE of epoch %" PRIu64 " while "
+		errmsg_set(err, errlen, "DISK_WRITE of epoch %" PRIu64 " while "
 			   "epoch %" PRIu64 " is staged", epoch,
 			   r->stage_epoch);
 		return -EPROTO;
 	}
 	if (w->length > DS_LOG_LIMIT - r->st.staged_bytes) {
-		ds_set_err(err, errlen, "epoch %" PRIu64 ": over %llu staged "
+		errmsg_set(err, errlen, "epoch %" PRIu64 ": over %llu staged "
 			   "bytes", epoch, DS_LOG_LIMIT);
 		return -ENOMEM;
 	}
 	s = malloc(sizeof(*s) + w->length);
 	if (!s) {
-		ds_set_err(err, errlen, "epoch %" PRIu64 ": no memory to stage"
+		errmsg_set(err, errlen, "epoch %" PRIu64 ": no memory to stage"
 			   " %" PRIu32 " bytes", epoch, w->length);
 		return -ENOMEM;
 	}
@@ -119,7 +119,7 @@ static int base_write(struct ds_replica *r, const struct ds_write *w,
 	int rc = image_write(r, w->data, w->length, w->offset);
 
 	if (rc) {
-		ds_set_err(err, errlen, "base write of %" PRIu32 " bytes at %"
+		errmsg_set(err, errlen, "base write of %" PRIu32 " bytes at %"
 			   PRIu64 ": %s", w->length, w->offset, strerror(-rc));
 		return rc;
 	}
@@ -206,7 +206,7 @@ static int image_size_new(const char *path, int fd, uint64_t disk_bytes,
 	if (ftruncate(fd, (off_t)disk_bytes) == 0)
 		return 0;
 	rc = -errno;
-	ds_set_err(err, errlen, "%s: sizing to %" PRIu64 " bytes: %s", path,
+	errmsg_set(err, errlen, "%s: sizing to %" PRIu64 " bytes: %s", path,
 		   disk_bytes, strerror(-rc));
 	unlink(path);
 	return rc;
@@ -221,15 +221,15 @@ static int image_check(const char *path, int fd, uint64_t disk_bytes,
 	if (fstat(fd, &st)) {
 		int rc = -errno;
 
-		ds_set_err(err, errlen, "%s: %s", path, strerror(-rc));
+		errmsg_set(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		ds_set_err(err, errlen, "%s: not a regular file", path);
+		errmsg_set(err, errlen, "%s: not a regular file", path);
 		return -EINVAL;
 	}
 	if ((uint64_t)st.st_size != disk_bytes) {
-		ds_set_err(err, errlen, "%s is %lld bytes, not the disk's %"
+		errmsg_set(err, errlen, "%s is %lld bytes, not the disk's %"
 			   PRIu64, path, (long long)st.st_size, disk_bytes);
 		return -EEXIST;
 	}
@@ -248,7 +248,7 @@ static int image_open(const char *path, uint64_t disk_bytes, int *fdp,
 		rc = image_check(path, fd, disk_bytes, err, errlen);
 	} else {
 		rc = -errno;
-		ds_set_err(err, errlen, "%s: %s", path, strerror(-rc));
+		errmsg_set(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	if (rc)
@@ -265,13 +265,13 @@ int ds_replica_open(const char *path, uint64_t disk_bytes,
 	int fd = -1, rc;
 
 	if (!disk_bytes || disk_bytes % DS_SECTOR || disk_bytes > INT64_MAX) {
-		ds_set_err(err, errlen, "disk size %" PRIu64 " is not a "
+		errmsg_set(err, errlen, "disk size %" PRIu64 " is not a "
 			   "nonzero multiple of %u", disk_bytes, DS_SECTOR);
 		return -EINVAL;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
-		ds_set_err(err, errlen, "no memory");
+		errmsg_set(err, errlen, "no memory");
 		return -ENOMEM;
 	}
 	rc = image_open(path, disk_bytes, &fd, err, errlen);
@@ -309,7 +309,7 @@ int ds_image_prepare(const char *path, uint64_t size, char *err,
 	if (stat(path, &st) == 0) {
 		if ((uint64_t)st.st_size == size)
 			return 0;
-		ds_set_err(err, errlen, "disk %s has %lld bytes, not the %"
+		errmsg_set(err, errlen, "disk %s has %lld bytes, not the %"
 			   PRIu64 " configured; leaving it alone", path,
 			   (long long)st.st_size, size);
 		return -EEXIST;
@@ -317,7 +317,7 @@ int ds_image_prepare(const char *path, uint64_t size, char *err,
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
 		rc = -errno;
-		ds_set_err(err, errlen, "cannot create disk %s: %s", path,
+		errmsg_set(err, errlen, "cannot create disk %s: %s", path,
 			   strerror(-rc));
 		if (fd >= 0) {
 			close(fd);

@@ -64,17 +64,6 @@ size_t ds_body_len(const uint8_t *hdr)
 				  (size_t)p[2] << 8 | p[3]);
 }
 
-void ds_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int ds_pread_all(int fd, void *p, size_t len, uint64_t off)
 {
 	uint8_t *b = p;
@@ -195,7 +184,7 @@ int ds_write_decode(const uint8_t *body, size_t len, uint64_t disk_bytes,
 				 out->length);
 	wire_get_bytes(&c, out->length, &out->data);
 	if (c.rc) {
-		ds_set_err(err, errlen, "DISK_WRITE: %s", c.err);
+		errmsg_set(err, errlen, "DISK_WRITE: %s", c.err);
 		out->data = NULL;
 	}
 	return c.rc;

@@ -23,6 +23,7 @@
  *  - Untrusted bytes are read only through struct wire_cursor.
  */
 #include "codec.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -108,20 +109,6 @@ static bool page_is_zero(const uint8_t *p)
 	return true;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 const char *codec_method_name(unsigned method)
 {
 	static const char *const names[CODEC_NR_METHODS] = {
@@ -204,13 +191,13 @@ int codec_opts_check(const struct codec_opts *o, char *err, size_t errlen)
 	    (!is_pow2(o->cache_pages) ||
 	     o->cache_pages < (1u << CODEC_CACHE_LOG2_MIN) ||
 	     o->cache_pages > (1u << CODEC_CACHE_LOG2_MAX))) {
-		set_err(err, errlen, "codec options: cache_pages %" PRIu32
+		errmsg_set(err, errlen, "codec options: cache_pages %" PRIu32
 			" is not 0 or a power of two in %u..%u", o->cache_pages,
 			1u << CODEC_CACHE_LOG2_MIN, 1u << CODEC_CACHE_LOG2_MAX);
 		return -EINVAL;
 	}
 	if (o->lz4_accel < 1 || o->lz4_accel > CODEC_LZ4_ACCEL_MAX) {
-		set_err(err, errlen, "codec options: lz4_accel %d not in 1..%d",
+		errmsg_set(err, errlen, "codec options: lz4_accel %d not in 1..%d",
 			o->lz4_accel, CODEC_LZ4_ACCEL_MAX);
 		return -EINVAL;
 	}
@@ -1030,7 +1017,7 @@ static int dec_fail(struct codec_dec *d, const struct wire_cursor *c,
 {
 	d->failed = true;
 	snprintf(d->why, sizeof(d->why), "%s", c->err);
-	set_err(err, errlen, "PAGE_CODED: %s", c->err);
+	errmsg_set(err, errlen, "PAGE_CODED: %s", c->err);
 	return c->rc;
 }
 
@@ -1046,7 +1033,7 @@ int codec_dec_pages(struct codec_dec *d, const uint8_t *body, size_t len,
 	if (!d || !sink || (!body && len))
 		return -EINVAL;
 	if (d->failed) {
-		set_err(err, errlen, "PAGE_CODED: decoder failed earlier (%s)",
+		errmsg_set(err, errlen, "PAGE_CODED: decoder failed earlier (%s)",
 			d->why);
 		return -EBADMSG;
 	}

@@ -29,6 +29,7 @@
  *    works on pipes.
  */
 #include "xen_image.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -112,20 +113,6 @@ const char *xen_image_libxc_name(uint32_t type)
 }
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static uint64_t pad_of(uint64_t len)
 {
@@ -569,7 +556,7 @@ int xen_image_write(int fd, const struct xen_image_src *src, char *err,
 		return rc;
 	o.buf = malloc(OUT_BUF);
 	if (!o.buf) {
-		set_err(err, errlen, "no memory for a %u-byte write buffer",
+		errmsg_set(err, errlen, "no memory for a %u-byte write buffer",
 			OUT_BUF);
 		return -ENOMEM;
 	}
@@ -630,7 +617,7 @@ static int fail(struct in *in, uint64_t at, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	set_err(in->err, in->errlen, "offset %" PRIu64 ": %s: %s", at,
+	errmsg_set(in->err, in->errlen, "offset %" PRIu64 ": %s: %s", at,
 		in->layer, msg);
 	return in->rc;
 }
@@ -644,7 +631,7 @@ static int in_fill(struct in *in)
 			continue;
 		if (n < 0) {
 			in->rc = -errno;
-			set_err(in->err, in->errlen, "offset %" PRIu64
+			errmsg_set(in->err, in->errlen, "offset %" PRIu64
 				": read: %s", in->off, strerror(errno));
 			return in->rc;
 		}
@@ -1192,7 +1179,7 @@ int xen_image_scan(int fd, struct xen_image_info *info,
 	memset(in.info, 0, sizeof(*in.info));
 	in.buf = malloc(IN_BUF);
 	if (!in.buf) {
-		set_err(err, errlen, "no memory for a %u-byte read buffer",
+		errmsg_set(err, errlen, "no memory for a %u-byte read buffer",
 			IN_BUF);
 		return -ENOMEM;
 	}

@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "expect_msg.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,24 +110,15 @@ static void expect_refused_(const char *file, int line, decode_fn dec,
 			    const uint8_t *body, size_t len, ...)
 {
 	union any_out out;
-	char err[WIRE_ERR_MAX];
-	const char *frag;
+	char err[WIRE_ERR_MAX], what[48];
 	va_list ap;
 	int rc;
 
 	memset(err, 0, sizeof(err));
 	rc = dec(body, len, &out, err, sizeof(err));
-	if (rc != -EBADMSG) {
-		print_error("decode of %zu bytes: rc %d (%s)\n", len, rc, err);
-		_fail(file, line);
-	}
+	snprintf(what, sizeof(what), "decode of %zu bytes", len);
 	va_start(ap, len);
-	while ((frag = va_arg(ap, const char *)) != NULL)
-		if (strstr(err, frag) == NULL) {
-			print_error("message \"%s\" lacks \"%s\"\n", err, frag);
-			va_end(ap);
-			_fail(file, line);
-		}
+	expect_msg_v(file, line, what, rc, -EBADMSG, err, ap);
 	va_end(ap);
 }
 

@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "expect_msg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -696,22 +698,13 @@ static void expect_bad_(const char *file, int line, const uint8_t *b,
 			size_t n, ...)
 {
 	struct xen_image_info info;
-	char err[256] = "";
-	const char *frag;
+	char err[256] = "", what[48];
 	va_list ap;
 	int rc = scan_buf(b, n, &info, err, sizeof(err));
 
-	if (rc != -EINVAL) {
-		print_error("scan of %zu bytes: rc %d (%s)\n", n, rc, err);
-		_fail(file, line);
-	}
+	snprintf(what, sizeof(what), "scan of %zu bytes", n);
 	va_start(ap, n);
-	while ((frag = va_arg(ap, const char *)) != NULL)
-		if (strstr(err, frag) == NULL) {
-			print_error("message \"%s\" lacks \"%s\"\n", err, frag);
-			va_end(ap);
-			_fail(file, line);
-		}
+	expect_msg_v(file, line, what, rc, -EINVAL, err, ap);
 	va_end(ap);
 }
 

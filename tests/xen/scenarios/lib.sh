@@ -218,3 +218,19 @@ pt_rate() {
 	awk -v a="${_a:-0}" -v b="${_b:-0}" -v t="$_t" -v n="$(now)" \
 		'BEGIN { printf "%.1f", (b - a) / (n - t) }'
 }
+
+# guest_goes_on WHAT BEFORE: after WHAT, the domU's pagetest is past pass
+# BEFORE (the last one a client saw: its state survived), the service
+# answers with a later pass, and no page ever held a value pagetest did
+# not write ($LOG and $IP of the scenario).
+guest_goes_on() {
+	check "pagetest goes on after $1: $(pt_show "$LOG") (before: ${2:-none})" \
+		'pt_beyond "$LOG" "${2:-0}"'
+	_after=$(tcp_pass $IP)
+	check "TCP service answers after $1: pass ${_after:-none} > ${2:-none}" \
+		'[ -n "$_after" ] && [ "$_after" -gt "${2:-0}" ]'
+	_e=$(pt_errors "$LOG")
+	_b=$(pt_bad_lines "$LOG")
+	check "pagetest found no page it did not write after $1 (errors $_e, lines $_b)" \
+		'[ "$_e" -eq 0 ] && [ "$_b" -eq 0 ]'
+}

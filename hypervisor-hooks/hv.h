@@ -88,7 +88,7 @@ struct hv_device_state {
 	uint32_t type;
 	uint32_t port;
 	uint32_t len;
-	uint8_t blob[HV_DEVICE_BLOB_MAX];
+	_Alignas(8) uint8_t blob[HV_DEVICE_BLOB_MAX]; /* 8-aligned: backends keep records in it */
 };
 
 /* Domain-wide state that is neither memory nor a vCPU. */

@@ -247,12 +247,13 @@ static int xen_build(struct xen_dom *x)
 
 /* ---- the xl config ------------------------------------------------------ */
 
-/* The value of `name = "..."` in an xl config, or -ENOENT. */
+/* The value of `name = "..."` in an xl config; -ENODATA when it has none,
+ * -errno when it cannot be read. */
 static int xen_xlcfg_name(const char *path, char *name, size_t len)
 {
 	FILE *f = fopen(path, "r");
 	char line[512];
-	int rc = -ENOENT;
+	int rc = -ENODATA;
 
 	if (f == NULL) {
 		rc = -errno;
@@ -297,10 +298,11 @@ static int xen_check_config(const struct hv_config *cfg)
 		return -EINVAL;
 	}
 	rc = xen_xlcfg_name(cfg->xl_config, name, sizeof(name));
-	if (rc == -ENOENT)
+	if (rc == -ENODATA) {
 		log_error("xen: xl config \"%s\" has no name = \"...\" line",
 			  cfg->xl_config);
-	else if (rc == 0 && strcmp(name, cfg->name) != 0) {
+		rc = -EINVAL;
+	} else if (rc == 0 && strcmp(name, cfg->name) != 0) {
 		log_error("xen: xl config \"%s\" names the domain \"%s\", the "
 			  "tandem config \"%s\": they must agree (xl restore "
 			  "keeps the xl name)", cfg->xl_config, name, cfg->name);

@@ -59,8 +59,10 @@ unsigned xen_nr_devices(const struct hv_domain *dom)
 
 /* ---- the HVM context ------------------------------------------------------ */
 
-/* The CPU record of `vcpu` inside a context blob, or NULL. */
-struct hvm_hw_cpu *xen_context_cpu(uint8_t *blob, size_t len, unsigned vcpu)
+/* The CPU record of `vcpu` inside a context blob (records are not padded:
+ * it may sit at any offset, so it is copied, never dereferenced), or
+ * NULL. */
+uint8_t *xen_context_cpu(uint8_t *blob, size_t len, unsigned vcpu)
 {
 	size_t off = 0;
 
@@ -73,7 +75,7 @@ struct hvm_hw_cpu *xen_context_cpu(uint8_t *blob, size_t len, unsigned vcpu)
 			return NULL;
 		if (d.typecode == XEN_HVM_CODE_CPU && d.instance == vcpu &&
 		    d.length >= sizeof(struct hvm_hw_cpu))
-			return (struct hvm_hw_cpu *)(blob + off);
+			return blob + off;
 		if (d.typecode == 0) /* END */
 			return NULL;
 		off += d.length;
@@ -163,16 +165,19 @@ int xen_context_apply_vcpus(struct xen_dom *x)
 	if (!x->dev_set[XEN_DEV_HVM_CONTEXT])
 		return -ENODATA;
 	for (unsigned v = 0; v < x->nr_vcpus; v++) {
-		struct hvm_hw_cpu *c = xen_context_cpu(ctx->blob, ctx->len, v);
+		uint8_t *at = xen_context_cpu(ctx->blob, ctx->len, v);
+		struct hvm_hw_cpu c;
 
 		if (!x->vcpu_set[v])
 			return -ENODATA;
-		if (c == NULL) {
+		if (at == NULL) {
 			log_error("xen: %s: the committed context has no CPU "
 				  "record for vCPU %u", x->name, v);
 			return -EINVAL;
 		}
-		xen_vcpu_to_cpu(&x->vcpu[v], c);
+		memcpy(&c, at, sizeof(c));
+		xen_vcpu_to_cpu(&x->vcpu[v], &c);
+		memcpy(at, &c, sizeof(c));
 	}
 	return 0;
 }

@@ -28,8 +28,8 @@ struct xen_platform_blob {
 
 int xen_platform_blob_check(const struct hv_device_state *st);
 
-struct hvm_hw_cpu;
-/* The CPU record of `vcpu` in an HVM context blob, or NULL. */
-struct hvm_hw_cpu *xen_context_cpu(uint8_t *blob, size_t len, unsigned vcpu);
+/* Where the CPU record (struct hvm_hw_cpu) of `vcpu` starts in an HVM
+ * context blob, or NULL; at any alignment: copy it in and out. */
+uint8_t *xen_context_cpu(uint8_t *blob, size_t len, unsigned vcpu);
 
 #endif

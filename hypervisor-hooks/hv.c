@@ -53,6 +53,12 @@ void hv_domain_free(struct hv_domain *dom)
 		dom->ops->free(dom);
 }
 
+void hv_domain_kill(struct hv_domain *dom)
+{
+	if (dom != NULL && dom->ops->kill != NULL)
+		dom->ops->kill(dom);
+}
+
 const char *hv_backend_name(const struct hv_domain *dom)
 {
 	return dom->ops->name;

@@ -123,6 +123,10 @@ typedef void (*hv_evtchn_hook_fn)(void *arg, unsigned vcpu, uint32_t port);
 int hv_domain_build(const struct hv_config *cfg, struct hv_domain **out);
 int hv_domain_create(const struct hv_config *cfg, struct hv_domain **out);
 void hv_domain_free(struct hv_domain *dom);
+/* End the guest at once, as when its host dies (a drill's failpoint, just
+ * before the process kills itself): no held output leaves.  uvm: nothing
+ * to do, the guest dies with the process. */
+void hv_domain_kill(struct hv_domain *dom);
 const char *hv_backend_name(const struct hv_domain *dom);
 /* The configuration the domain runs with, defaults filled in. */
 const struct hv_config *hv_domain_config(const struct hv_domain *dom);

@@ -13,6 +13,7 @@ struct hv_ops {
 	int (*create)(const struct hv_config *cfg, bool load_image,
 		      struct hv_domain **out);
 	void (*free)(struct hv_domain *dom);
+	void (*kill)(struct hv_domain *dom); /* NULL: dies with the process */
 	const struct hv_config *(*config)(const struct hv_domain *dom);
 	int (*pause)(struct hv_domain *dom, struct hv_pause_info *info);
 	int (*unpause)(struct hv_domain *dom);

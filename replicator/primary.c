@@ -173,6 +173,7 @@ static void eng_failpoint(struct rep_primary *p, enum rep_phase phase)
 		return;
 	log_warn("replicator: failpoint: killing this process at phase %s "
 		 "of epoch %" PRIu64, rep_phase_name(phase), p->epoch);
+	hv_domain_kill(p->dom); /* a guest outside the process goes too */
 	raise(SIGKILL);
 }
 

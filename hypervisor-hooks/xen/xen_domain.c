@@ -328,6 +328,16 @@ static void xen_destroy(struct xen_dom *x)
 	xen_set_state(x, XS_GONE, "destroyed");
 }
 
+/* A drill's "the host dies": the domain goes, and with it whatever the
+ * plug qdisc holds (the ifb stays, its queue never released). */
+static void xen_kill(struct hv_domain *dom)
+{
+	struct xen_dom *x = xen_of(dom);
+
+	if (x->state != XS_REPLICA && x->state != XS_GONE && x->xch != NULL)
+		xen_destroy(x);
+}
+
 static void xen_free(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
@@ -694,6 +704,7 @@ const struct hv_ops hv_xen_ops = {
 	.name = "xen",
 	.create = xen_create,
 	.free = xen_free,
+	.kill = xen_kill,
 	.config = xen_config,
 	.pause = xen_pause,
 	.unpause = xen_unpause,

@@ -86,15 +86,17 @@ if migrate_timed xl-migrate xl migrate -s "" $NAME "xl migrate-receive"; then
 else
 	bad "xl migrate to localhost ($(tail -3 $R/xl-migrate.log | tr '\n' ' '))"
 fi
-check "the migrated domU serves" 'tcp_up $IP'
+check "the migrated domU serves" 'wait_until 120 tcp_up $IP'
 destroy_all
 
 # -- tandem protect and migrate ------------------------------------------------------
 tandemd -c $CONF --host beta --role standby >$R/beta.log 2>&1 &
 BPID=$!
+t=$(now)
 tandemd -c $CONF --host alpha --role primary >$R/alpha.log 2>&1 &
 APID=$!
 if wait_until 900 is_shown $SA protect.state protected &&
+	record tandem-start-to-protected "$(since "$t")" &&
 	wait_until 120 tcp_up $IP; then
 	sleep 10
 	rate=$(pt_rate "$LOG" $RATE_S)
@@ -110,7 +112,7 @@ if migrate_timed tandem-migrate tandem migrate --control $SA \
 else
 	bad "tandem migrate alpha -> beta ($(tail -3 $R/tandem-migrate.log | tr '\n' ' '))"
 fi
-check "the migrated domU serves" 'tcp_up $IP'
+check "the migrated domU serves" 'wait_until 120 tcp_up $IP'
 errs=$(pt_errors "$LOG")
 check "pagetest found no page it did not write (errors $errs)" '[ "$errs" -eq 0 ]'
 

@@ -9,7 +9,8 @@
 # go on: pagetest's pass counter continues (same memory, not a reboot), no
 # page ever holds a value pagetest did not write, and its TCP service
 # answers.  Then alpha comes back as the standby and `tandem migrate`
-# moves the guest back to it, with the same checks.  Ends in
+# moves the guest back to it, and a `tandem drill` kills alpha at the
+# "sent" phase of an epoch; the same checks after each.  Ends in
 # "N passed, N failed"; timings go to results/steps.txt.
 . /root/xenlib.sh
 
@@ -135,6 +136,29 @@ check "alpha runs the guest again (role $(get $SA role))" 'is $SA role primary'
 check "the domain runs under its name after migration" 'xl domid $NAME >/dev/null 2>&1'
 wait_until 120 pt_beyond "$LOG" "${before:-0}"
 guest_goes_on "migration" "$before"
+
+# -- a drill: alpha dies at the "sent" phase of an epoch ------------------------------
+# The failpoint destroys the domain, then alpha's tandemd kills itself;
+# beta must take over from its last committed epoch.
+t=$(now)
+if wait_until 900 is_shown $SA protect.state protected; then
+	record drill-protected "$(since "$t")"
+	ok "alpha: protected by beta again"
+else
+	bad "alpha: protected by beta again (state $(get $SA protect.state))"
+fi
+before=$(tcp_pass $IP)
+if tandem drill --control $SB --peer-control $SA --phase sent --timeout 120 \
+	>$R/drill.txt 2>&1; then
+	ok "tandem drill: beta took over ($(grep RTO $R/drill.txt | tr -s ' '))"
+else
+	bad "tandem drill: beta took over ($(tail -4 $R/drill.txt | tr '\n' ' '))"
+fi
+cat $R/drill.txt
+record drill-rto-ms "$(get $SB failover.rto_ms)"
+wait_until 120 pt_beyond "$LOG" "${before:-0}"
+wait_until 120 tcp_up $IP
+guest_goes_on "the drill" "$before"
 
 kill $BPID $APID 2>/dev/null
 wait $BPID $APID 2>/dev/null

@@ -49,6 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define ENG_HANDOVER_LINGER_MS 3000
 #define ENG_MAX_INFLIGHT 4      /* epochs streamed ahead of their ack */
 #define ENG_PRECOPY_ROUNDS 5
 #define ENG_PRECOPY_DONE 1024   /* pages: stop pre-copy below this */
@@ -902,8 +903,10 @@ static int64_t eng_due_in(struct rep_primary *p)
 
 	bool full;
 
+	/* The guest runs a whole interval between two pauses (a Remus
+	 * epoch), however long a pause takes. */
 	pthread_mutex_lock(&p->lock);
-	due = (int64_t)(p->last_ckpt_ns + iv - now);
+	due = (int64_t)(p->last_ckpt_ns + p->last_pause_us * 1000ULL + iv - now);
 	full = p->nr_unacked >= ENG_MAX_INFLIGHT;
 	pthread_mutex_unlock(&p->lock);
 	if (full)
@@ -966,6 +969,11 @@ static bool eng_handover_step(struct rep_primary *p, struct tp_link *link,
 	if (ho == HO_FINAL_SENT && acked) {
 		*rc = rep_ctl_send(&p->ctl, WIRE_REC_REP_HANDOVER, h.epoch, body,
 				   rep_handover_encode(&h, body));
+		/* Out before this host tears the link down (its demotion
+		 * aborts the link, and with it anything still queued): else
+		 * the standby takes over only after its silence window. */
+		if (*rc == 0)
+			*rc = rep_ctl_flush(&p->ctl, 2000);
 		pthread_mutex_lock(&p->lock);
 		p->handover = *rc == 0 ? HO_DONE : HO_NONE;
 		pthread_mutex_unlock(&p->lock);
@@ -1485,6 +1493,28 @@ void rep_primary_stats(struct rep_primary *p, struct rep_primary_stats *o)
 
 /* ---- planned switchover ------------------------------------------------------ */
 
+/* After REP_HANDOVER: the standby closes the link as it takes over.
+ * Wait for that (bounded) before the caller tears the link down, so the
+ * record is not lost with the link's queue - the standby would then
+ * take over only after its silence window. */
+static void prim_handover_linger(struct rep_primary *p)
+{
+	uint64_t end = rep_now_ns() + ENG_HANDOVER_LINGER_MS * 1000000ULL;
+	bool up = true;
+
+	while (up && rep_now_ns() < end) {
+		pthread_mutex_lock(&p->lock);
+		up = p->link != NULL && !p->link_failed;
+		pthread_mutex_unlock(&p->lock);
+		if (up)
+			usleep(1000);
+	}
+	if (up)
+		log_warn("replicator: primary %s: the standby did not close the "
+			 "link within %d ms of the handover", p->vm_name,
+			 ENG_HANDOVER_LINGER_MS);
+}
+
 int rep_primary_handover(struct rep_primary *p, int timeout_ms, char *err,
 			 size_t errlen)
 {
@@ -1514,8 +1544,10 @@ int rep_primary_handover(struct rep_primary *p, int timeout_ms, char *err,
 			break;
 		usleep(1000);
 	}
-	if (ho == HO_DONE)
+	if (ho == HO_DONE) {
+		prim_handover_linger(p);
 		return 0;
+	}
 	/* Abandoned: the guest runs on here, still protected. */
 	pthread_mutex_lock(&p->lock);
 	ho = p->handover;

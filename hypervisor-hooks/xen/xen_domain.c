@@ -328,14 +328,24 @@ static void xen_destroy(struct xen_dom *x)
 	xen_set_state(x, XS_GONE, "destroyed");
 }
 
-/* A drill's "the host dies": the domain goes, and with it whatever the
- * plug qdisc holds (the ifb stays, its queue never released). */
+/* A drill's "the host dies", called just before the process kills
+ * itself: the guest stops at once (paused), and an `xl destroy` left
+ * running on its own removes it - waited for here, the daemon would see
+ * the guest gone and release the standby's replica as after a shutdown.
+ * Whatever the plug qdisc holds is never released. */
 static void xen_kill(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
+	char id[16];
+	char *argv[] = { "xl", "destroy", id, NULL };
 
-	if (x->state != XS_REPLICA && x->state != XS_GONE && x->xch != NULL)
-		xen_destroy(x);
+	if (x->state == XS_REPLICA || x->state == XS_GONE || x->xch == NULL)
+		return;
+	xc_domain_pause(x->xch, x->domid);
+	snprintf(id, sizeof(id), "%" PRIu32, x->domid);
+	if (xen_spawn(argv) == 0)
+		log_warn("xen: %s: domain %" PRIu32 " paused; xl destroy runs "
+			 "on after this process", x->name, x->domid);
 }
 
 static void xen_free(struct hv_domain *dom)

@@ -115,7 +115,9 @@ extern const struct hv_ops hv_xen_ops;
  * (stdout and stderr) in out; 0 when it exits 0, else -EIO (logged with
  * the output) or -errno. */
 int xen_run(char *const argv[], char *out, size_t outlen);
-/* The same; quiet: a failure is not logged (clean-ups). */
+/* Start argv and do not wait for it (it may outlive this process). */
+int xen_spawn(char *const argv[]);
+/* The same as xen_run; quiet: a failure is not logged (clean-ups). */
 int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet);
 
 /* xen_domain.c */

@@ -98,3 +98,20 @@ int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet)
 		  out);
 	return -EIO;
 }
+
+int xen_spawn(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int rc;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0)
+		log_error("xen: cannot run %s: %s", argv[0], strerror(rc));
+	return -rc;
+}

@@ -224,11 +224,12 @@ pt_rate() {
 # answers with a later pass, and no page ever held a value pagetest did
 # not write ($LOG and $IP of the scenario).
 guest_goes_on() {
+	_before=${2:-0}
 	check "pagetest goes on after $1: $(pt_show "$LOG") (before: ${2:-none})" \
-		'pt_beyond "$LOG" "${2:-0}"'
+		'pt_beyond "$LOG" "$_before"'
 	_after=$(tcp_pass $IP)
 	check "TCP service answers after $1: pass ${_after:-none} > ${2:-none}" \
-		'[ -n "$_after" ] && [ "$_after" -gt "${2:-0}" ]'
+		'[ -n "$_after" ] && [ "$_after" -gt "$_before" ]'
 	_e=$(pt_errors "$LOG")
 	_b=$(pt_bad_lines "$LOG")
 	check "pagetest found no page it did not write after $1 (errors $_e, lines $_b)" \

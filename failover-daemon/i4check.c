@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 static const uint8_t *i4_page_at(void *ctx, uint64_t pfn)
 {
@@ -24,6 +25,12 @@ int i4_check_domain(struct hv_domain *dom, char *msg, size_t len)
 	void *p = NULL;
 	int rc;
 
+	if (strcmp(hv_backend_name(dom), "uvm") != 0) {
+		snprintf(msg, len, "I4 not available: the check reads uvm's "
+			 "pagetest guest; on %s the guest checks itself "
+			 "(tests/xen/guest/pagetest.c)", hv_backend_name(dom));
+		return -ENOTSUP;
+	}
 	if (hv_map(dom, UVM_START_INFO_PFN, 1, false, &p) != 0) {
 		snprintf(msg, len, "I4 FAILED: start info page unreadable");
 		return -EFAULT;

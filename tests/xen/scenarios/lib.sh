@@ -199,6 +199,18 @@ progress() {
 }
 is_shown() { progress; is "$@"; }
 
+# wait_protected SOCK STEP WHAT: the primary at SOCK reaches "protected"
+# (900 s at most); the time goes to STEP, the check is named WHAT.
+wait_protected() {
+	_t=$(now)
+	if wait_until 900 is_shown "$1" protect.state protected; then
+		record "$2" "$(since "$_t")"
+		ok "$3"
+	else
+		bad "$3 (state $(get "$1" protect.state))"
+	fi
+}
+
 # client_loop IP: "TIME PASS" for each answer of the service, every 0.2 s,
 # until /tmp/client.stop exists.
 client_loop() {

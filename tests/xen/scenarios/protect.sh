@@ -106,13 +106,7 @@ guest_goes_on "failover" "$before"
 # every 0.2 s; its longest gap is the downtime a user sees.
 tandemd -c $CONF --host alpha --role standby >$R/alpha2.log 2>&1 &
 APID=$!
-t=$(now)
-if wait_until 900 is_shown $SB protect.state protected; then
-	record failback-protected "$(since "$t")"
-	ok "beta: protected by alpha (full copy back)"
-else
-	bad "beta: protected by alpha (state $(get $SB protect.state))"
-fi
+wait_protected $SB failback-protected "beta: protected by alpha (full copy back)"
 before=$(tcp_pass $IP)
 rm -f /tmp/client.stop
 client_loop $IP >$R/client.txt &
@@ -140,13 +134,7 @@ guest_goes_on "migration" "$before"
 # -- a drill: alpha dies at the "sent" phase of an epoch ------------------------------
 # The failpoint destroys the domain, then alpha's tandemd kills itself;
 # beta must take over from its last committed epoch.
-t=$(now)
-if wait_until 900 is_shown $SA protect.state protected; then
-	record drill-protected "$(since "$t")"
-	ok "alpha: protected by beta again"
-else
-	bad "alpha: protected by beta again (state $(get $SA protect.state))"
-fi
+wait_protected $SA drill-protected "alpha: protected by beta again"
 before=$(tcp_pass $IP)
 if tandem drill --control $SB --peer-control $SA --phase sent --timeout 120 \
 	>$R/drill.txt 2>&1; then

@@ -18,7 +18,7 @@ IP=10.99.0.2
 MAC=00:16:3e:99:00:03
 LOG=$CONSOLE_LOGS/guest-$NAME.log
 CONF=/root/$NAME.conf
-RATE_S=20
+RATE_S=30
 
 check "bridge xenbr0 for the domU's vif" bridge_up
 domu_cfg $NAME $IP $MAC 32 >/root/$NAME.cfg
@@ -90,33 +90,43 @@ check "the migrated domU serves" 'wait_until 120 tcp_up $IP'
 destroy_all
 
 # -- tandem protect and migrate ------------------------------------------------------
-tandemd -c $CONF --host beta --role standby >$R/beta.log 2>&1 &
-BPID=$!
-t=$(now)
-tandemd -c $CONF --host alpha --role primary >$R/alpha.log 2>&1 &
-APID=$!
-if wait_until 900 is_shown $SA protect.state protected &&
-	record tandem-start-to-protected "$(since "$t")" &&
-	wait_until 120 tcp_up $IP; then
-	sleep 10
-	rate=$(pt_rate "$LOG" $RATE_S)
-	record rate-tandem "$rate"
-	ok "tandem protects the domU ($rate passes/s)"
-else
-	bad "tandem protects the domU (state $(get $SA protect.state))"
-fi
-tandem status --control $SA >$R/status-alpha.txt 2>&1
-if migrate_timed tandem-migrate tandem migrate --control $SA \
-	--peer-control $SB --timeout 600; then
-	ok "tandem migrate alpha -> beta ($(tail -1 $R/tandem-migrate.log))"
-else
-	bad "tandem migrate alpha -> beta ($(tail -3 $R/tandem-migrate.log | tr '\n' ' '))"
-fi
-check "the migrated domU serves" 'wait_until 120 tcp_up $IP'
-errs=$(pt_errors "$LOG")
-check "pagetest found no page it did not write (errors $errs)" '[ "$errs" -eq 0 ]'
-
-kill $APID $BPID 2>/dev/null
-wait $APID $BPID 2>/dev/null
-destroy_all
+# tandem_pass TAG COMPRESS: protect (rate-TAG), then migrate alpha -> beta
+# (TAG-migrate-*), with the page codecs on or off.
+tandem_pass() {
+	sed "s/protect = { mode = \"remus\";/protect = { compress = $2; mode = \"remus\";/" \
+		$CONF >/root/$NAME-$1.conf
+	tandemd -c /root/$NAME-$1.conf --host beta --role standby \
+		>$R/beta-$1.log 2>&1 &
+	BPID=$!
+	t=$(now)
+	tandemd -c /root/$NAME-$1.conf --host alpha --role primary \
+		>$R/alpha-$1.log 2>&1 &
+	APID=$!
+	if wait_until 900 is_shown $SA protect.state protected &&
+		record $1-start-to-protected "$(since "$t")" &&
+		wait_until 120 tcp_up $IP; then
+		sleep 10
+		rate=$(pt_rate "$LOG" $RATE_S)
+		record rate-$1 "$rate"
+		ok "$1 protects the domU ($rate passes/s)"
+	else
+		bad "$1 protects the domU (state $(get $SA protect.state))"
+	fi
+	tandem status --control $SA >$R/status-alpha-$1.txt 2>&1
+	if migrate_timed $1-migrate tandem migrate --control $SA \
+		--peer-control $SB --timeout 600; then
+		ok "$1: tandem migrate alpha -> beta ($(tail -1 $R/$1-migrate.log))"
+	else
+		bad "$1: tandem migrate alpha -> beta ($(tail -3 $R/$1-migrate.log | tr '\n' ' '))"
+	fi
+	check "$1: the migrated domU serves" 'wait_until 120 tcp_up $IP'
+	errs=$(pt_errors "$LOG")
+	check "$1: pagetest found no page it did not write (errors $errs)" \
+		'[ "$errs" -eq 0 ]'
+	kill $APID $BPID 2>/dev/null
+	wait $APID $BPID 2>/dev/null
+	destroy_all
+}
+tandem_pass tandem true
+tandem_pass tandem-raw false
 finish

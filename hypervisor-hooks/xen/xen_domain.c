@@ -617,7 +617,8 @@ static int xen_wait_shutdown(struct hv_domain *dom, int timeout_ms,
 			     struct hv_shutdown_info *info)
 {
 	struct xen_dom *x = xen_of(dom);
-	uint64_t deadline = mono_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000;
+	uint64_t wait_ns = (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000;
+	uint64_t deadline = mono_ns() + wait_ns;
 
 	memset(info, 0, sizeof(*info));
 	for (;;) {
@@ -636,7 +637,7 @@ static int xen_wait_shutdown(struct hv_domain *dom, int timeout_ms,
 	}
 }
 
-/* ---- what Xen does not offer tandem ----------------------------------------- */
+/* ---- what Xen does not offer tandem -------------------------------------- */
 
 static int xen_dirty_trim(struct hv_domain *dom)
 {

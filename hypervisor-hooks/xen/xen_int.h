@@ -59,9 +59,9 @@ struct xen_dom {
 	enum xen_state state;
 	uint32_t domid;
 	unsigned nr_vcpus;
-	uint64_t nr_pages;
+	uint64_t nr_pages;         /* pfn space, see xen_span_pages() */
 	uint64_t suspends;         /* completed suspend requests */
-	bool suspendable;          /* the guest announced feature-suspend */         /* pfn space, see xen_span_pages() */
+	bool suspendable;          /* the guest announced feature-suspend */
 
 	xc_interface *xch;
 	xenforeignmemory_handle *fmem;

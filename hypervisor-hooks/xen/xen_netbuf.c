@@ -55,7 +55,7 @@ enum nb_op { NB_BUFFER, NB_RELEASE_ONE, NB_RELEASE_ALL };
 static const char *const nb_op_names[] = { "buffer", "release one",
 					   "release all" };
 
-/* ---- set-up ------------------------------------------------------------------ */
+/* ---- set-up ------------------------------------------------------------- */
 
 /* Run a NULL-terminated command; quiet: a clean-up of what may not be
  * there, its failure not logged. */
@@ -103,15 +103,19 @@ static int nb_vif_up(struct xen_netbuf *nb, struct nb_vif *v)
 
 	nb_run(true, "ip", "link", "del", v->ifb, NULL);
 	nb_run(true, "tc", "qdisc", "del", "dev", v->vif, "ingress", NULL);
-	rc = nb_run(false, "ip", "link", "add", "name", v->ifb, "type", "ifb", NULL);
+	rc = nb_run(false, "ip", "link", "add", "name", v->ifb, "type", "ifb",
+		    NULL);
 	if (rc == 0)
 		rc = nb_run(false, "ip", "link", "set", v->ifb, "up", NULL);
 	if (rc == 0)
 		rc = nb_plug_add(nb, v);
 	if (rc == 0)
-		rc = nb_run(false, "tc", "qdisc", "add", "dev", v->vif, "ingress", NULL);
+		rc = nb_run(false, "tc", "qdisc", "add", "dev", v->vif,
+			    "ingress", NULL);
 	if (rc == 0)
-		rc = nb_run(false, "tc", "filter", "add", "dev", v->vif, "parent", "ffff:", "matchall", "action", "mirred", "egress", "redirect", "dev", v->ifb, NULL);
+		rc = nb_run(false, "tc", "filter", "add", "dev", v->vif,
+			    "parent", "ffff:", "matchall", "action", "mirred",
+			    "egress", "redirect", "dev", v->ifb, NULL);
 	return rc;
 }
 
@@ -193,7 +197,7 @@ void xen_netbuf_free(struct xen_netbuf *nb)
 	free(nb);
 }
 
-/* ---- per epoch ------------------------------------------------------------------ */
+/* ---- per epoch ---------------------------------------------------------- */
 
 static int nb_op(struct xen_netbuf *nb, enum nb_op op)
 {

@@ -24,17 +24,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.1fx", a
 base=$(v rate-unprotected)
 echo
 echo "guest slowdown at 100 ms epochs (pagetest passes/s; higher is better)"
-printf "  %-22s %10s %10s\n" "" "passes/s" "slowdown"
-printf "  %-22s %10s %10s\n" "unprotected" "${base:--}" "1.0x"
-printf "  %-22s %10s %10s\n" "xl remus -i 100" "$(v rate-xl-remus)" "$(ratio "$base" "$(v rate-xl-remus)")"
-printf "  %-22s %10s %10s\n" "tandem (remus mode)" "$(v rate-tandem)" "$(ratio "$base" "$(v rate-tandem)")"
-printf "  %-22s %10s %10s\n" "tandem, no codecs" "$(v rate-tandem-raw)" "$(ratio "$base" "$(v rate-tandem-raw)")"
+printf "  %-22s %10s %10s %12s\n" "" "passes/s" "slowdown" "ckpts/s"
+printf "  %-22s %10s %10s %12s\n" "unprotected" "${base:--}" "1.0x" "-"
+printf "  %-22s %10s %10s %12s\n" "xl remus -i 100" "$(v rate-xl-remus)" "$(ratio "$base" "$(v rate-xl-remus)")" "$(v ckpts-xl-remus)"
+printf "  %-22s %10s %10s %12s\n" "tandem (remus mode)" "$(v rate-tandem)" "$(ratio "$base" "$(v rate-tandem)")" "$(v ckpts-tandem)"
 echo
 echo "live migration to localhost (seconds)"
 printf "  %-22s %10s %12s\n" "" "total" "client gap"
 printf "  %-22s %10s %12s\n" "xl migrate" "$(v xl-migrate-total)" "$(v xl-migrate-gap)"
 printf "  %-22s %10s %12s\n" "tandem migrate" "$(v tandem-migrate-total)" "$(v tandem-migrate-gap)"
-printf "  %-22s %10s %12s\n" "tandem, no codecs" "$(v tandem-raw-migrate-total)" "$(v tandem-raw-migrate-gap)"
-echo "  (tandem: the guest already protected, its pre-copy done: $(v tandem-start-to-protected) s"
-echo "   and $(v tandem-raw-start-to-protected) s from tandemd start to protected)"
+echo "  (tandem's guest was already protected, its pre-copy done:"
+echo "   $(v tandem-start-to-protected) s from tandemd start to protected)"
 exit $rc

@@ -362,6 +362,7 @@ static void xen_free(struct hv_domain *dom)
 	if (x->xch != NULL)
 		xc_interface_close(x->xch);
 	pthread_mutex_destroy(&x->lock);
+	pthread_mutex_destroy(&x->op_lock);
 	free(x->vcpu);
 	free(x->dev);
 	free(x);
@@ -385,6 +386,7 @@ static int xen_create(const struct hv_config *cfg, bool load_image,
 		return -ENOMEM;
 	x->base.ops = &hv_xen_ops;
 	pthread_mutex_init(&x->lock, NULL);
+	pthread_mutex_init(&x->op_lock, NULL);
 	snprintf(x->name, sizeof(x->name), "%s", cfg->name);
 	snprintf(x->xl_config, sizeof(x->xl_config), "%s", cfg->xl_config);
 	x->cfg = (struct hv_config){ .backend = "xen", .name = x->name,
@@ -532,10 +534,8 @@ static int xen_suspend(struct xen_dom *x, struct hv_pause_info *info)
 	return 0;
 }
 
-static int xen_pause(struct hv_domain *dom, struct hv_pause_info *info)
+static int xen_pause_locked(struct xen_dom *x, struct hv_pause_info *info)
 {
-	struct xen_dom *x = xen_of(dom);
-
 	memset(info, 0, sizeof(*info));
 	switch (x->state) {
 	case XS_RUNNING:
@@ -546,6 +546,19 @@ static int xen_pause(struct hv_domain *dom, struct hv_pause_info *info)
 		info->nr_vcpus = x->nr_vcpus;
 		return 0; /* already still */
 	}
+}
+
+/* Pause and unpause come from more than one thread (the engine, and a
+ * switchover giving up): one at a time, each seeing the other's state. */
+static int xen_pause(struct hv_domain *dom, struct hv_pause_info *info)
+{
+	struct xen_dom *x = xen_of(dom);
+	int rc;
+
+	pthread_mutex_lock(&x->op_lock);
+	rc = xen_pause_locked(x, info);
+	pthread_mutex_unlock(&x->op_lock);
+	return rc;
 }
 
 static int xen_resume(struct xen_dom *x)
@@ -564,10 +577,8 @@ static int xen_resume(struct xen_dom *x)
 	return 0;
 }
 
-static int xen_unpause(struct hv_domain *dom)
+static int xen_unpause_locked(struct xen_dom *x)
 {
-	struct xen_dom *x = xen_of(dom);
-
 	switch (x->state) {
 	case XS_SUSPENDED:
 		return xen_resume(x);
@@ -584,6 +595,17 @@ static int xen_unpause(struct hv_domain *dom)
 		break;
 	}
 	return 0;
+}
+
+static int xen_unpause(struct hv_domain *dom)
+{
+	struct xen_dom *x = xen_of(dom);
+	int rc;
+
+	pthread_mutex_lock(&x->op_lock);
+	rc = xen_unpause_locked(x);
+	pthread_mutex_unlock(&x->op_lock);
+	return rc;
 }
 
 static bool xen_is_paused(const struct hv_domain *dom)

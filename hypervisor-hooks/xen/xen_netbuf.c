@@ -188,8 +188,9 @@ void xen_netbuf_free(struct xen_netbuf *nb)
 	for (unsigned i = 0; i < nb->nr; i++) {
 		struct nb_vif *v = &nb->v[i];
 
-		nb_run(true, "tc", "qdisc", "del", "dev", v->vif, "ingress", NULL);
+		/* the ifb first: what its plug holds is dropped, never sent */
 		nb_run(true, "ip", "link", "del", v->ifb, NULL);
+		nb_run(true, "tc", "qdisc", "del", "dev", v->vif, "ingress", NULL);
 		if (v->plug != NULL)
 			rtnl_qdisc_put(v->plug);
 	}
@@ -229,7 +230,7 @@ static int nb_ensure(struct xen_dom *x)
 	return x->nb ? 0 : xen_netbuf_new(x, &x->nb);
 }
 
-int xen_gate_hold(struct hv_domain *dom, bool hold)
+static int gate_hold(struct hv_domain *dom, bool hold)
 {
 	struct xen_dom *x = xen_of(dom);
 	struct xen_netbuf *nb;
@@ -265,7 +266,7 @@ int xen_gate_hold(struct hv_domain *dom, bool hold)
 	return rc;
 }
 
-uint64_t xen_gate_next_epoch(struct hv_domain *dom)
+static uint64_t gate_next_epoch(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
 	struct xen_netbuf *nb = x->nb;
@@ -278,13 +279,52 @@ uint64_t xen_gate_next_epoch(struct hv_domain *dom)
 	return nb->epoch;
 }
 
-int xen_gate_release(struct hv_domain *dom, uint64_t epoch)
+static int gate_release(struct hv_domain *dom, uint64_t epoch)
 {
 	struct xen_netbuf *nb = xen_of(dom)->nb;
+
+	int rc;
 
 	if (nb == NULL || !nb->holding || nb->marker == 0 ||
 	    epoch < nb->marker)
 		return 0;
+	rc = nb_op(nb, NB_RELEASE_ONE);
 	nb->marker = 0;
-	return nb_op(nb, NB_RELEASE_ONE);
+	return rc;
+}
+
+/* The engine thread closes epochs, the link's receive thread releases
+ * them: one plug command at a time (the plug counts one closed epoch, and
+ * the commands share one netlink socket). */
+int xen_gate_hold(struct hv_domain *dom, bool hold)
+{
+	struct xen_dom *x = xen_of(dom);
+	int rc;
+
+	pthread_mutex_lock(&x->gate_lock);
+	rc = gate_hold(dom, hold);
+	pthread_mutex_unlock(&x->gate_lock);
+	return rc;
+}
+
+uint64_t xen_gate_next_epoch(struct hv_domain *dom)
+{
+	struct xen_dom *x = xen_of(dom);
+	uint64_t e;
+
+	pthread_mutex_lock(&x->gate_lock);
+	e = gate_next_epoch(dom);
+	pthread_mutex_unlock(&x->gate_lock);
+	return e;
+}
+
+int xen_gate_release(struct hv_domain *dom, uint64_t epoch)
+{
+	struct xen_dom *x = xen_of(dom);
+	int rc;
+
+	pthread_mutex_lock(&x->gate_lock);
+	rc = gate_release(dom, epoch);
+	pthread_mutex_unlock(&x->gate_lock);
+	return rc;
 }

@@ -232,8 +232,10 @@ int xen_promote(struct xen_dom *x)
 	}
 	unlink(image);
 	t2 = mono_ns();
-	if (rc == 0)
+	if (rc == 0) {
+		x->created = true; /* the restored domain is ours */
 		rc = xen_become_live(x);
+	}
 	/* It was checkpointed in its suspend path: its drivers are up (a
 	 * restored Linux does not announce feature-suspend again). */
 	x->suspendable = rc == 0;

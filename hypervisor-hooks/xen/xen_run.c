@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -57,9 +58,29 @@ int xen_run(char *const argv[], char *out, size_t outlen)
 	return xen_run_ex(argv, out, outlen, false);
 }
 
+/* Children start with no signal blocked and SIGPIPE, SIGINT, SIGTERM,
+ * SIGHUP at their defaults, whatever the daemon does with them. */
+static void xen_spawn_attr(posix_spawnattr_t *at)
+{
+	sigset_t none, dfl;
+
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGHUP);
+	posix_spawnattr_init(at);
+	posix_spawnattr_setsigmask(at, &none);
+	posix_spawnattr_setsigdefault(at, &dfl);
+	posix_spawnattr_setflags(at, POSIX_SPAWN_SETSIGMASK |
+				     POSIX_SPAWN_SETSIGDEF);
+}
+
 int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet)
 {
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
 	char cmd[256], scratch[1024];
 	int pfd[2], status, rc;
 	pid_t pid;
@@ -75,7 +96,9 @@ int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet)
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	xen_spawn_attr(&at);
+	rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
 	if (rc != 0) {
@@ -102,6 +125,7 @@ int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet)
 int xen_spawn(char *const argv[])
 {
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
 	pid_t pid;
 	int rc;
 
@@ -109,7 +133,9 @@ int xen_spawn(char *const argv[])
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-	rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	xen_spawn_attr(&at);
+	rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
 	if (rc != 0)
 		log_error("xen: cannot run %s: %s", argv[0], strerror(rc));

@@ -110,7 +110,7 @@ int xen_find_by_name(struct xs_handle *xsh, const char *name,
 	return rc;
 }
 
-static int xen_open_handles(struct xen_dom *x)
+int xen_open_handles(struct xen_dom *x)
 {
 	if (x->xch == NULL)
 		x->xch = xc_interface_open(NULL, NULL, 0);
@@ -194,7 +194,7 @@ int xen_attach(struct xen_dom *x, uint32_t domid)
 			  x->cfg.mem_bytes >> 20);
 		return -EINVAL;
 	}
-	rc = xen_mem_map_all(x);
+	rc = xen_mem_map_all(x, (uint64_t)max_gpfn + 1);
 	if (rc == 0)
 		xen_set_state(x, xen_state_of(&info), "attached");
 	if (rc == 0)
@@ -210,6 +210,14 @@ void xen_detach(struct xen_dom *x)
 	xen_netbuf_free(x->nb);
 	x->nb = NULL;
 	xen_mem_free(x);
+}
+
+/* A domain this object made (xl create, xl restore): destroyed with the
+ * object even if the attach to it fails. */
+void xen_adopt(struct xen_dom *x, uint32_t domid)
+{
+	x->domid = domid;
+	x->created = true;
 }
 
 /* `xl create -p -e` the config under our name, then attach. */
@@ -235,7 +243,6 @@ static int xen_build(struct xen_dom *x)
 		rc = xen_run(argv, out, sizeof(out));
 		if (rc != 0)
 			return rc;
-		x->created = true; /* ours to destroy if the attach fails */
 		log_info("xen: %s: created from %s in %.1f s", x->name,
 			 x->xl_config, (mono_ns() - t0) / 1e9);
 	}
@@ -244,6 +251,7 @@ static int xen_build(struct xen_dom *x)
 			  "xenstore under that name", x->name);
 		return -ESRCH;
 	}
+	xen_adopt(x, domid);
 	return xen_attach(x, domid);
 }
 
@@ -318,13 +326,18 @@ static int xen_check_config(const struct hv_config *cfg)
 /* The domain object's owner ends the guest with it (hv.h): a demoted
  * primary's copy must never run again.  `xl destroy` also tears down its
  * backends and xenstore entries. */
-static void xen_destroy(struct xen_dom *x)
+static int xen_xl_destroy(const struct xen_dom *x, bool wait)
 {
 	char id[16];
 	char *argv[] = { "xl", "destroy", id, NULL };
 
 	snprintf(id, sizeof(id), "%" PRIu32, x->domid);
-	if (xen_run(argv, NULL, 0) == 0)
+	return wait ? xen_run(argv, NULL, 0) : xen_spawn(argv);
+}
+
+static void xen_destroy(struct xen_dom *x)
+{
+	if (xen_xl_destroy(x, true) == 0)
 		log_info("xen: %s: domain %" PRIu32 " destroyed", x->name,
 			 x->domid);
 	xen_set_state(x, XS_GONE, "destroyed");
@@ -338,14 +351,11 @@ static void xen_destroy(struct xen_dom *x)
 static void xen_kill(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
-	char id[16];
-	char *argv[] = { "xl", "destroy", id, NULL };
 
 	if (x->state == XS_REPLICA || x->state == XS_GONE || x->xch == NULL)
 		return;
 	xc_domain_pause(x->xch, x->domid);
-	snprintf(id, sizeof(id), "%" PRIu32, x->domid);
-	if (xen_spawn(argv) == 0)
+	if (xen_xl_destroy(x, false) == 0)
 		log_warn("xen: %s: domain %" PRIu32 " paused; xl destroy runs "
 			 "on after this process", x->name, x->domid);
 }
@@ -511,7 +521,7 @@ static int xen_wait_suspendable(struct xen_dom *x)
 
 static int xen_suspend(struct xen_dom *x, struct hv_pause_info *info)
 {
-	uint64_t t0 = mono_ns();
+	uint64_t t0;
 	int rc = xen_wait_suspendable(x);
 
 	if (rc != 0)
@@ -627,14 +637,15 @@ static bool xen_is_paused(const struct hv_domain *dom)
 static void xen_shutdown_info(const xc_domaininfo_t *info, int rc,
 			      struct hv_shutdown_info *out)
 {
-	unsigned reason = (info->flags >> XEN_DOMINF_shutdownshift) &
-			  XEN_DOMINF_shutdownmask;
+	unsigned reason;
 
 	if (rc != 0 || (info->flags & XEN_DOMINF_dying)) {
 		out->reason = HV_SHUTDOWN_DESTROYED;
 		snprintf(out->detail, sizeof(out->detail), "domain destroyed");
 		return;
 	}
+	reason = (info->flags >> XEN_DOMINF_shutdownshift) &
+		 XEN_DOMINF_shutdownmask;
 	out->reason = reason == SHUTDOWN_crash ? HV_SHUTDOWN_CRASH
 					       : HV_SHUTDOWN_POWEROFF;
 	out->code = reason;

@@ -124,14 +124,19 @@ int xen_spawn(char *const argv[]);
 int xen_run_ex(char *const argv[], char *out, size_t outlen, bool quiet);
 
 /* xen_domain.c */
+/* xc, foreign memory and xenstore handles, opened once; -ENODEV logged
+ * when this is no Xen dom0. */
+int xen_open_handles(struct xen_dom *x);
 int xen_attach(struct xen_dom *x, uint32_t domid);
+void xen_adopt(struct xen_dom *x, uint32_t domid);
 void xen_detach(struct xen_dom *x);
 int xen_getinfo(struct xen_dom *x, xc_domaininfo_t *info);
 /* The id of the domain called `name`, or -ENOENT. */
 int xen_find_by_name(struct xs_handle *xsh, const char *name, uint32_t *domid);
 
 /* xen_mem.c */
-int xen_mem_map_all(struct xen_dom *x);
+/* Map frames [0, frames) (frames: max gpfn + 1) and record which exist. */
+int xen_mem_map_all(struct xen_dom *x, uint64_t frames);
 int xen_mem_replica(struct xen_dom *x);
 void xen_mem_free(struct xen_dom *x);
 uint64_t xen_nr_pages(const struct hv_domain *dom);

@@ -190,6 +190,7 @@ static int xen_become_live(struct xen_dom *x)
 		log_error("xen: %s: restored, but no domain of that name", x->name);
 		return rc;
 	}
+	xen_adopt(x, domid);
 	xen_mem_free(x);
 	return xen_attach(x, domid);
 }
@@ -203,17 +204,10 @@ int xen_promote(struct xen_dom *x)
 	rc = xen_context_apply_vcpus(x);
 	if (rc != 0)
 		return rc;
-	if (x->xch == NULL && (x->xch = xc_interface_open(NULL, NULL, 0)) == NULL)
-		rc = -ENODEV;
-	if (rc == 0 && x->xsh == NULL && (x->xsh = xs_open(0)) == NULL)
-		rc = -ENODEV;
-	if (rc == 0 && x->fmem == NULL &&
-	    (x->fmem = xenforeignmemory_open(NULL, 0)) == NULL)
-		rc = -ENODEV;
+	rc = xen_open_handles(x);
 	if (rc != 0) {
-		log_error("xen: %s: cannot resume the replica: no Xen here "
-			  "(hypervisor, xenstore or foreign memory: %s)", x->name,
-			  strerror(errno));
+		log_error("xen: %s: cannot resume the replica: no Xen here",
+			  x->name);
 		return rc;
 	}
 	fd = xen_spool(image, sizeof(image), x->name);
@@ -232,10 +226,8 @@ int xen_promote(struct xen_dom *x)
 	}
 	unlink(image);
 	t2 = mono_ns();
-	if (rc == 0) {
-		x->created = true; /* the restored domain is ours */
+	if (rc == 0)
 		rc = xen_become_live(x);
-	}
 	/* It was checkpointed in its suspend path: its drivers are up (a
 	 * restored Linux does not announce feature-suspend again). */
 	x->suspendable = rc == 0;

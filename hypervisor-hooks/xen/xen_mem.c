@@ -38,15 +38,12 @@ static bool xen_present(const struct xen_dom *x, uint64_t pfn)
 	return x->present[pfn / 64] & (1ULL << (pfn % 64));
 }
 
-int xen_mem_map_all(struct xen_dom *x)
+int xen_mem_map_all(struct xen_dom *x, uint64_t n)
 {
-	xen_pfn_t max_gpfn = 0, *pfns;
-	uint64_t n, t0 = mono_ns();
+	uint64_t t0 = mono_ns();
+	xen_pfn_t *pfns;
 	int *err, rc = 0;
 
-	if (xc_domain_maximum_gpfn(x->xch, x->domid, &max_gpfn) < 0)
-		return -errno;
-	n = (uint64_t)max_gpfn + 1;
 	pfns = malloc(n * sizeof(*pfns));
 	err = malloc(n * sizeof(*err));
 	x->present = calloc(bm_words(x->nr_pages), sizeof(uint64_t));
@@ -104,11 +101,7 @@ static void xen_dirty_buf_free(struct xen_dom *x)
 
 void xen_mem_free(struct xen_dom *x)
 {
-	if (x->dirty_on && x->state != XS_GONE)
-		xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_OFF,
-				  NULL, 0);
-	x->dirty_on = false;
-	xen_dirty_buf_free(x);
+	xen_dirty_disable(&x->base);
 	if (x->mem != NULL && x->mapped > 0)
 		xenforeignmemory_unmap(x->fmem, x->mem, x->mapped);
 	else if (x->mem != NULL)
@@ -167,10 +160,17 @@ int xen_populated(struct hv_domain *dom, uint64_t *bitmap)
 
 /* ---- log-dirty ------------------------------------------------------------- */
 
+static int xen_logdirty_op(struct xen_dom *x, unsigned op)
+{
+	return xc_shadow_control(x->xch, x->domid, op, NULL, 0) != 0 ? -errno
+								     : 0;
+}
+
 int xen_dirty_enable(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
 	uint64_t bytes = bm_words(x->nr_pages) * sizeof(uint64_t);
+	int rc;
 
 	if (x->state == XS_REPLICA || x->state == XS_GONE)
 		return -ESRCH;
@@ -185,24 +185,19 @@ int xen_dirty_enable(struct hv_domain *dom)
 						       (int)x->dirty_bm_pages);
 	if (x->dirty_bm == NULL)
 		return -ENOMEM;
-	if (xc_shadow_control(x->xch, x->domid,
-			      XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, NULL, 0) != 0) {
-		int rc = -errno;
-
+	rc = xen_logdirty_op(x, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY);
+	if (rc == -EINVAL || rc == -EEXIST) {
 		/* Left on by a process that died: take it over. */
-		if (rc == -EINVAL || rc == -EEXIST)
-			rc = xc_shadow_control(x->xch, x->domid,
-					       XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0) ||
-			     xc_shadow_control(x->xch, x->domid,
-					       XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
-					       NULL, 0) ? -errno : 0;
-		if (rc != 0) {
-			log_error("xen: %s: cannot enable log-dirty on domain %"
-				  PRIu32 ": %s", x->name, x->domid,
-				  strerror(-rc));
-			xen_dirty_buf_free(x);
-			return rc;
-		}
+		rc = xen_logdirty_op(x, XEN_DOMCTL_SHADOW_OP_OFF);
+		if (rc == 0)
+			rc = xen_logdirty_op(x,
+					     XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY);
+	}
+	if (rc != 0) {
+		log_error("xen: %s: cannot enable log-dirty on domain %" PRIu32
+			  ": %s", x->name, x->domid, strerror(-rc));
+		xen_dirty_buf_free(x);
+		return rc;
 	}
 	x->dirty_on = true;
 	log_info("xen: %s: log-dirty on (%u bitmap pages)", x->name,
@@ -217,10 +212,8 @@ int xen_dirty_disable(struct hv_domain *dom)
 
 	if (!x->dirty_on)
 		return 0;
-	if (x->state != XS_GONE &&
-	    xc_shadow_control(x->xch, x->domid, XEN_DOMCTL_SHADOW_OP_OFF,
-			      NULL, 0) != 0)
-		rc = -errno;
+	if (x->state != XS_GONE)
+		rc = xen_logdirty_op(x, XEN_DOMCTL_SHADOW_OP_OFF);
 	x->dirty_on = false;
 	xen_dirty_buf_free(x);
 	return rc;

@@ -46,7 +46,6 @@ struct xen_netbuf {
 	struct nb_vif v[NB_MAX_VIFS];
 	unsigned nr;
 	bool holding;
-	uint64_t epoch;    /* last epoch closed by gate_next_epoch */
 	uint64_t marker;   /* epoch of the unreleased plug marker, or 0 */
 };
 
@@ -120,7 +119,7 @@ static int nb_vif_up(struct xen_netbuf *nb, struct nb_vif *v)
 }
 
 /* The vifs of the domain, from its backend directory in xenstore. */
-static int nb_find_vifs(struct xen_dom *x, struct xen_netbuf *nb)
+static void nb_find_vifs(struct xen_dom *x, struct xen_netbuf *nb)
 {
 	char path[96];
 	unsigned num = 0;
@@ -138,8 +137,9 @@ static int nb_find_vifs(struct xen_dom *x, struct xen_netbuf *nb)
 
 		snprintf(vp, sizeof(vp), "%s/%s/vifname", path, ids[i]);
 		name = xs_read(x->xsh, XBT_NULL, vp, &len);
-		snprintf(v->vif, sizeof(v->vif), "%s", name ? name : "");
-		if (name == NULL)
+		if (name != NULL)
+			snprintf(v->vif, sizeof(v->vif), "%s", name);
+		else
 			snprintf(v->vif, sizeof(v->vif), "vif%" PRIu32 ".%s",
 				 x->domid, ids[i]);
 		free(name);
@@ -148,7 +148,6 @@ static int nb_find_vifs(struct xen_dom *x, struct xen_netbuf *nb)
 		nb->nr++;
 	}
 	free(ids);
-	return 0;
 }
 
 int xen_netbuf_new(struct xen_dom *x, struct xen_netbuf **out)
@@ -162,7 +161,7 @@ int xen_netbuf_new(struct xen_dom *x, struct xen_netbuf **out)
 		rc = nb->sk && nl_connect(nb->sk, NETLINK_ROUTE) == 0 ? 0 : -EIO;
 	}
 	if (rc == 0)
-		rc = nb_find_vifs(x, nb);
+		nb_find_vifs(x, nb);
 	for (unsigned i = 0; rc == 0 && i < nb->nr; i++)
 		rc = nb_vif_up(nb, &nb->v[i]);
 	if (rc != 0) {
@@ -270,19 +269,17 @@ static uint64_t gate_next_epoch(struct hv_domain *dom)
 {
 	struct xen_dom *x = xen_of(dom);
 	struct xen_netbuf *nb = x->nb;
+	uint64_t e = ++x->gate_epoch;
 
-	if (nb == NULL)
-		return ++x->gate_epoch;
-	nb->epoch = ++x->gate_epoch;
-	if (nb->holding && nb->marker == 0 && nb_op(nb, NB_BUFFER) == 0)
-		nb->marker = nb->epoch;
-	return nb->epoch;
+	if (nb != NULL && nb->holding && nb->marker == 0 &&
+	    nb_op(nb, NB_BUFFER) == 0)
+		nb->marker = e;
+	return e;
 }
 
 static int gate_release(struct hv_domain *dom, uint64_t epoch)
 {
 	struct xen_netbuf *nb = xen_of(dom)->nb;
-
 	int rc;
 
 	if (nb == NULL || !nb->holding || nb->marker == 0 ||

@@ -771,9 +771,7 @@ static int eng_sync_begin(struct rep_primary *p)
 static int eng_send_domain_info(struct rep_primary *p, struct tp_link *link)
 {
 	const struct hv_config *cfg = hv_domain_config(p->dom);
-	struct wire_domain_info di = {
-		.backend = strcmp(hv_backend_name(p->dom), "xen") == 0
-				   ? WIRE_BACKEND_XEN : WIRE_BACKEND_UVM };
+	struct wire_domain_info di = { .backend = rep_wire_backend(p->dom) };
 	struct hv_platform plat;
 	const uint8_t *body;
 	size_t len;
@@ -1238,6 +1236,17 @@ static int prim_open_disk(struct rep_primary *p)
 	return 0;
 }
 
+/* Kemari and hybrid modes need the backend's event hooks. */
+static int prim_mode_available(const struct rep_primary *p, enum rep_mode mode)
+{
+	if (!p->timer_only || mode == REP_MODE_REMUS)
+		return 0;
+	log_error("replicator: %s: backend %s has no event hooks: mode %s is "
+		  "not available (use remus)", p->vm_name,
+		  hv_backend_name(p->dom), rep_mode_name(mode));
+	return -ENOTSUP;
+}
+
 /* Install the event-channel hook and the gate watch, with the guest
  * paused. */
 static int prim_hook(struct rep_primary *p)
@@ -1253,12 +1262,7 @@ static int prim_hook(struct rep_primary *p)
 		/* A backend without them (Xen) runs timer epochs only. */
 		hv_evtchn_hook(p->dom, NULL, NULL);
 		p->timer_only = true;
-		rc = p->cfg.mode == REP_MODE_REMUS ? 0 : -ENOTSUP;
-		if (rc != 0)
-			log_error("replicator: %s: backend %s has no event hooks: "
-				  "mode %s is not available (use remus)",
-				  p->vm_name, hv_backend_name(p->dom),
-				  rep_mode_name(p->cfg.mode));
+		rc = prim_mode_available(p, p->cfg.mode);
 	}
 	hv_unpause(p->dom);
 	return rc;
@@ -1388,12 +1392,8 @@ int rep_primary_set_mode(struct rep_primary *p, enum rep_mode mode)
 {
 	if ((unsigned)mode > REP_MODE_HYBRID)
 		return -EINVAL;
-	if (p->timer_only && mode != REP_MODE_REMUS) {
-		log_error("replicator: %s: backend %s has no event hooks: mode "
-			  "%s is not available", p->vm_name,
-			  hv_backend_name(p->dom), rep_mode_name(mode));
+	if (prim_mode_available(p, mode) != 0)
 		return -ENOTSUP;
-	}
 	atomic_store(&p->mode, (int)mode);
 	log_info("replicator: %s: mode now %s", p->vm_name, rep_mode_name(mode));
 	eng_kick(p);
@@ -1478,14 +1478,12 @@ void rep_primary_stats(struct rep_primary *p, struct rep_primary_stats *o)
 	o->last_bytes = p->last_bytes;
 	o->last_disk_bytes = p->last_disk_bytes;
 	o->held_epochs = p->state == REP_ENG_IDLE ? 0 : p->epoch - p->committed;
-	/* `now` was read before the lock: never wrap the differences */
-	if (p->unacked != NULL && now > p->unacked->made_ns)
-		o->held_ms = (now - p->unacked->made_ns) / 1000000;
+	if (p->unacked != NULL)
+		o->held_ms = rep_ms_since(now, p->unacked->made_ns);
 	o->sync_pages_done = p->sync_done;
 	o->sync_pages_total = p->sync_total;
 	o->link_up = p->link != NULL && !p->link_failed;
-	o->peer_silent_ms = p->last_heard_ns && now > p->last_heard_ns
-				    ? (now - p->last_heard_ns) / 1000000 : 0;
+	o->peer_silent_ms = rep_ms_since(now, p->last_heard_ns);
 	snprintf(o->last_error, sizeof(o->last_error), "%s", p->last_error);
 	stats_pauses(p, o);
 	pthread_mutex_unlock(&p->lock);

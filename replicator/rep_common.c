@@ -16,6 +16,17 @@ uint64_t rep_now_ns(void)
 	return mono_ns();
 }
 
+uint64_t rep_ms_since(uint64_t now, uint64_t then)
+{
+	return then != 0 && now > then ? (now - then) / 1000000 : 0;
+}
+
+uint32_t rep_wire_backend(const struct hv_domain *dom)
+{
+	return strcmp(hv_backend_name(dom), "xen") == 0 ? WIRE_BACKEND_XEN
+							: WIRE_BACKEND_UVM;
+}
+
 void rep_vcpu_to_wire(const struct hv_vcpu_state *hs, unsigned id,
 		      struct wire_vcpu_state *ws)
 {

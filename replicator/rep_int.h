@@ -26,6 +26,11 @@
 #define REP_HELLO_TIMEOUT_MS 5000
 
 uint64_t rep_now_ns(void);
+/* Milliseconds from `then` to `now`; 0 when `then` is unset (0) or not
+ * before `now` (a `now` read before a lock, `then` set since). */
+uint64_t rep_ms_since(uint64_t now, uint64_t then);
+/* The DOMAIN_INFO backend number of a domain (enum wire_backend). */
+uint32_t rep_wire_backend(const struct hv_domain *dom);
 
 void rep_vcpu_to_wire(const struct hv_vcpu_state *hs, unsigned id,
 		      struct wire_vcpu_state *ws);

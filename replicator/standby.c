@@ -274,8 +274,7 @@ static int sb_domain_info(struct rep_standby *s, const struct tp_msg *m)
 	if (s->seen_domain_info)
 		return sb_fail(s, "DOMAIN_INFO repeated");
 	s->seen_domain_info = true;
-	if (di.backend != (strcmp(hv_backend_name(s->dom), "xen") == 0
-				   ? WIRE_BACKEND_XEN : WIRE_BACKEND_UVM))
+	if (di.backend != rep_wire_backend(s->dom))
 		return sb_fail(s, "the primary runs backend %s, this replica "
 			       "is %s (the config files differ)",
 			       di.backend == WIRE_BACKEND_XEN ? "xen" : "uvm",
@@ -901,13 +900,9 @@ void rep_standby_stats(struct rep_standby *s, struct rep_standby_stats *o)
 	o->last_pages = s->last_pages;
 	o->last_disk_bytes = s->last_disk_bytes;
 	o->peer_epoch = s->peer_epoch;
-	/* `now` was read before the lock: a record heard since then must
-	 * not wrap the difference. */
-	o->peer_silent_ms = s->last_heard_ns && now > s->last_heard_ns
-				    ? (now - s->last_heard_ns) / 1000000 : 0;
+	o->peer_silent_ms = rep_ms_since(now, s->last_heard_ns);
 	o->link_up = s->link != NULL && s->link_lost_ns == 0;
-	o->link_lost_ms = s->link_lost_ns && now > s->link_lost_ns
-				  ? (now - s->link_lost_ns) / 1000000 : 0;
+	o->link_lost_ms = rep_ms_since(now, s->link_lost_ns);
 	o->drill_armed = s->drill_armed;
 	o->handover = s->handover;
 	o->released = s->released;

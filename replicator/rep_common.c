@@ -139,10 +139,13 @@ bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
 		pthread_join(rx, NULL);
 	*rx_running = false;
 	rep_ctl_set_link(ctl, NULL);
-	tp_link_free(link);
+	/* Unpublished before it is freed: another thread that aborts the
+	 * link under the lock (the primary's free) must never reach it
+	 * freed. */
 	pthread_mutex_lock(lock);
 	*linkp = NULL;
 	pthread_mutex_unlock(lock);
+	tp_link_free(link);
 	return true;
 }
 

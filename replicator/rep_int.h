@@ -59,8 +59,8 @@ void rep_ctl_set_link(struct rep_ctl *c, struct tp_link *link);
 int rep_ctl_send(struct rep_ctl *c, uint32_t type, uint64_t epoch,
 		 const void *body, size_t len);
 /* If *linkp (guarded by lock) is set: stop its receiver thread (abort
- * the link, join it), detach the control sender, free the link and clear
- * *linkp.  Returns whether there was a link. */
+ * the link, join it), detach the control sender, clear *linkp, then free
+ * the link.  Returns whether there was a link. */
 bool rep_link_teardown(pthread_mutex_t *lock, struct tp_link **linkp,
 		       pthread_t rx, bool *rx_running, struct rep_ctl *ctl);
 /*
